@@ -1,0 +1,1 @@
+"""Datasets: the synthetic nuScenes-format generator (embedded default data)."""

@@ -1,0 +1,1 @@
+"""Model components registered in ``mmdet3d.registry.MODELS``."""

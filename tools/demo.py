@@ -1,0 +1,100 @@
+"""`make demo`: synthetic data -> train the small PointPillars -> evaluate.
+
+Each stage runs the same command a user would (printed before it runs) and
+is skipped when its output already exists, so an interrupted demo resumes.
+Results go to WORK_DIR/report.json, which later stages extend.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from mmdet3d_vitis.report import format_summary, update_report  # noqa: E402
+
+SMALL_CONFIG = 'configs/pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py'
+
+
+def run(cmd):
+    print('+ ' + ' '.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def stage_data(args):
+    infos = osp.join(args.data_root, 'nuscenes_infos_val.pkl')
+    if osp.isfile(infos):
+        print(f'[data] {args.data_root} exists, skipping generation')
+        return None
+    start = time.time()
+    run([sys.executable, 'tools/create_synthetic_nuscenes.py', '--out',
+         args.data_root, '--scenes', '10', '--seed', str(args.seed)])
+    return dict(seconds=round(time.time() - start, 1))
+
+
+def stage_train(args, cfg_options):
+    work = osp.join(args.work_dir, 'float')
+    ckpt = osp.join(work, f'epoch_{args.epochs}.pth')
+    if osp.isfile(ckpt):
+        print(f'[train] {ckpt} exists, skipping training')
+        return ckpt, None
+    start = time.time()
+    run([sys.executable, 'tools/train.py', SMALL_CONFIG, '--work-dir', work,
+         '--cfg-options'] + cfg_options + [
+             f'train_cfg.max_epochs={args.epochs}',
+             f'train_cfg.val_interval={args.epochs}',
+             f'default_hooks.checkpoint.interval={args.epochs}',
+             f'randomness.seed={args.seed}'])
+    return ckpt, dict(seconds=round(time.time() - start, 1),
+                      epochs=args.epochs)
+
+
+def stage_test(args, ckpt, cfg_options):
+    out = osp.join(args.work_dir, 'float', 'metrics.json')
+    run([sys.executable, 'tools/test.py', SMALL_CONFIG, ckpt, '--work-dir',
+         osp.join(args.work_dir, 'float'), '--out-json', out,
+         '--cfg-options'] + cfg_options)
+    with open(out) as f:
+        return json.load(f)['summary']
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--data-root', default='data/synthetic')
+    parser.add_argument('--epochs', type=int, default=20)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    os.makedirs(osp.join(REPO, args.work_dir), exist_ok=True)
+    report = osp.join(REPO, args.work_dir, 'report.json')
+    root = args.data_root.rstrip('/') + '/'
+    cfg_options = [
+        f'train_dataloader.dataset.data_root={root}',
+        f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.data_root={root}',
+        f'val_evaluator.ann_file={root}nuscenes_infos_val.pkl',
+        f'test_evaluator.data_root={root}',
+        f'test_evaluator.ann_file={root}nuscenes_infos_val.pkl',
+    ]
+
+    data = stage_data(args)
+    if data:
+        update_report(report, 'data', dict(root=root, **data))
+    ckpt, train = stage_train(args, cfg_options)
+    if train:
+        update_report(report, 'train', dict(config=SMALL_CONFIG,
+                                            checkpoint=ckpt, **train))
+    float_summary = stage_test(args, ckpt, cfg_options)
+    update_report(report, 'float', float_summary)
+    print(format_summary(float_summary, '== float (PyTorch) on synthetic '
+                         'mini_val'))
+    print(f'report: {report}')
+
+
+if __name__ == '__main__':
+    main()
