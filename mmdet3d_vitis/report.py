@@ -1,25 +1,9 @@
 """The demo's machine-readable report and nuScenes metric summaries."""
 import json
-import os
 import os.path as osp
-import tempfile
 from typing import Any, Dict, Mapping
 
-
-def atomic_write_json(path: str, data: Any) -> None:
-    """Write JSON so that readers never see a half-written file."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+from .fileio import atomic_write_json
 
 
 def update_report(path: str, section: str, data: Any) -> Dict:

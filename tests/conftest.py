@@ -1,4 +1,5 @@
 """Shared fixtures: repo paths and the read-only data in ../shared/data."""
+import importlib.util
 import os.path as osp
 import warnings
 
@@ -11,6 +12,35 @@ ZOO_PP_CONFIG = osp.join(
     REPO, 'configs/pointpillars/pointpillars_zoo-40000x64_secfpn_nus-3d.py')
 SMALL_PP_CONFIG = osp.join(
     REPO, 'configs/pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py')
+
+
+def load_tool(name):
+    """``tools/<name>.py`` as a module (its ``main(argv)`` runs in-process)."""
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def data_options(root):
+    """``--cfg-options`` pointing a config's data at ``root``, no workers."""
+    root = root.rstrip('/') + '/'
+    return [
+        f'train_dataloader.dataset.data_root={root}',
+        f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.data_root={root}',
+        f'val_evaluator.ann_file={root}nuscenes_infos_val.pkl',
+        f'test_evaluator.data_root={root}',
+        f'test_evaluator.ann_file={root}nuscenes_infos_val.pkl',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0',
+        'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False',
+    ]
 
 
 def pytest_configure(config):

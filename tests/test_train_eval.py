@@ -1,5 +1,4 @@
 """tools/train.py and tools/test.py end to end on a tiny synthetic set."""
-import glob
 import importlib.util
 import os.path as osp
 

@@ -66,7 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/synthetic')
-    parser.add_argument('--epochs', type=int, default=20)
+    parser.add_argument('--epochs', type=int, default=12)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     os.makedirs(osp.join(REPO, args.work_dir), exist_ok=True)

@@ -21,16 +21,15 @@ wrapped module runs fake-quant while collecting calibration statistics;
 ``test`` -- the wrapped module is the int8 fake-quant module with the state
 ``calib`` stored in ``output_dir``.
 """
-import json
 import os
-import tempfile
 from abc import ABCMeta, abstractmethod
-from typing import Callable, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from mmdet3d_vitis.errors import UserInputError
+from mmdet3d_vitis.fileio import atomic_write, atomic_write_json
 
 __all__ = [
     'QUANT_MODES', 'QuantBackend', 'QuantStateError',
@@ -48,32 +47,6 @@ class QuantStateError(UserInputError):
 
 class BackendUnavailableError(UserInputError):
     """The requested backend cannot run in this environment."""
-
-
-def atomic_write(path: str, write_fn: Callable) -> None:
-    """Write ``path`` through ``write_fn(file_object)`` into a temporary file
-    next to it, then ``os.replace`` it: readers never see a partial file and
-    an error leaves any previous file untouched."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    data = (json.dumps(obj, indent=2) + '\n').encode()
-    atomic_write(path, lambda f: f.write(data))
 
 
 def normalize_inputs(example_inputs) -> Tuple:

@@ -1,0 +1,703 @@
+"""Post-training quantization of an mmdet3d detector, the Vitis AI zoo's way.
+
+``tools/quant.py`` is a thin command line over :func:`run_quant`; every step
+is a function of its own here so that tests and notebooks can call them.
+
+The flow (the zoo's ``test.py --quant_mode ...`` for PointPillars)::
+
+    cfg = load_quant_config(opts)                       # plugin + data checks
+    detector = load_float_detector(cfg, checkpoint)     # support, ckpt checks
+    qmodel = quantize_model(detector, backend)          # partition + wrap
+
+``calib``
+    Calibration frames come from the config's *train* split (as in the zoo),
+    loaded with the *test* pipeline (no augmentation): ``calib_len`` frames,
+    ``random`` (a seeded permutation: the same ``seed`` picks the same
+    frames) or ``sequential``.  With fast finetune, the float inputs of
+    every DPU subgraph on the first ``fft_len`` frames of the same ordering
+    are collected first (forward pre-hooks on the float subgraphs) and
+    handed to ``backend.fast_finetune`` before the calibration loop.  The
+    loop runs the partitioned detector on each frame up to the head maps
+    (``mode='tensor'``: decode + NMS do not touch the DPU subgraphs, so they
+    are skipped), then ``backend.export_quant_config()`` writes the
+    quantization state.  Everything is written into a staging folder next to
+    ``quant_dir`` and moved in at the end, together with ``calib.json``: a
+    failed run leaves ``quant_dir`` as it was.
+``test``
+    The backend reads the state ``calib`` left in ``quant_dir`` (a clear
+    :class:`QuantStateError` when there is none, before any evaluation);
+    then the float detector and the int8 (fake-quant) partitioned detector
+    are both evaluated with the config's test dataloader and evaluator
+    through mmengine's ``Runner`` test loop.  ``report.json`` (written
+    atomically at the end) holds both summaries and their difference.
+``float``
+    Only the float partitioned detector is evaluated (it must equal the
+    original); ``float.json`` holds its summary.
+``inspect``
+    The per-layer DPU/CPU table of the detector on the first test frame;
+    ``inspect.json`` in ``quant_dir``.
+
+Errors that come from the input (config, checkpoint, unsupported detector,
+missing calibration, unavailable backend, bad option values) are
+:class:`~mmdet3d_vitis.errors.UserInputError` s.
+"""
+import copy
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config, ConfigDict
+from torch import Tensor, nn
+
+from ..checkpoint import check_checkpoint_matches
+from ..config_utils import load_config
+from ..errors import UserInputError
+from ..report import (atomic_write_json, format_summary,
+                      summarize_nuscenes_metrics)
+from ..version import __version__
+from .backends import BACKEND_CHOICES, QuantBackend, get_backend
+from .inspector import format_table, inspect_detector
+from .partition import partition_detector
+from .partitioned_detector import VitisPartitionedDetector
+
+__all__ = [
+    'CALIB_FILE', 'FLOAT_REPORT_FILE', 'INSPECT_FILE', 'QuantOptions',
+    'QuantizedModel', 'REPORT_FILE', 'SAMPLE_METHODS', 'build_dataset',
+    'calib_dataset_cfg', 'calibrate', 'collect_subgraph_inputs',
+    'compare_summaries', 'evaluate', 'format_comparison', 'head_outputs',
+    'load_float_detector', 'load_quant_config', 'quantize_model',
+    'run_quant', 'select_indices', 'eval_dataset_cfg'
+]
+
+CALIB_FILE = 'calib.json'
+REPORT_FILE = 'report.json'
+FLOAT_REPORT_FILE = 'float.json'
+INSPECT_FILE = 'inspect.json'
+SAMPLE_METHODS = ('random', 'sequential')
+QUANT_MODES = ('float', 'calib', 'test')
+
+
+@dataclass
+class QuantOptions:
+    """What ``tools/quant.py`` takes (same names as its flags)."""
+    config: str
+    checkpoint: str
+    quant_mode: str = 'calib'
+    calib_len: int = 500
+    calib_sample_method: str = 'random'
+    seed: int = 0
+    quant_dir: str = 'quantize_result'
+    bitwidth: int = 8
+    fast_finetune: bool = False
+    fft_len: int = 300
+    dump_xmodel: bool = False
+    backend: str = 'auto'
+    inspect: bool = False
+    work_dir: Optional[str] = None
+    cfg_options: Optional[dict] = field(default=None)
+
+    def validate(self) -> None:
+        """Option values, before any work is done."""
+        if self.dump_xmodel:
+            raise UserInputError(
+                '--dump_xmodel is not implemented yet (the xmodel export and '
+                'DPU deployment come in a later version); run --quant_mode '
+                'calib / test without it')
+        if self.quant_mode not in QUANT_MODES:
+            raise UserInputError(
+                f'--quant_mode must be one of {", ".join(QUANT_MODES)}, got '
+                f'{self.quant_mode!r}')
+        if self.calib_sample_method not in SAMPLE_METHODS:
+            raise UserInputError(
+                '--calib_sample_method must be one of '
+                f'{", ".join(SAMPLE_METHODS)}, got '
+                f'{self.calib_sample_method!r}')
+        if self.backend not in BACKEND_CHOICES:
+            raise UserInputError(
+                f'--backend must be one of {", ".join(BACKEND_CHOICES)}, got '
+                f'{self.backend!r}')
+        for flag, value in (('calib_len', self.calib_len),
+                            ('fft_len', self.fft_len)):
+            if not isinstance(value, int) or value < 1:
+                raise UserInputError(
+                    f'--{flag} must be a positive number of frames, got '
+                    f'{value!r}')
+        if (not isinstance(self.bitwidth, int) or isinstance(
+                self.bitwidth, bool) or not 2 <= self.bitwidth <= 16):
+            raise UserInputError(
+                f'--bitwidth must be an int in [2, 16] (the DPU uses 8), '
+                f'got {self.bitwidth!r}')
+        if not self.quant_dir:
+            raise UserInputError('--quant_dir must not be empty')
+
+
+# ---------------------------------------------------------------------------
+# config, data, model
+# ---------------------------------------------------------------------------
+def load_quant_config(opts: QuantOptions) -> Config:
+    """The config with the plugin/data checks for the splits the mode
+    reads (calib: train + test; otherwise test) and the default scope set
+    (so datasets and transforms build)."""
+    from mmengine.registry import init_default_scope
+    splits = ('train', 'test') if (opts.quant_mode == 'calib'
+                                   and not opts.inspect) else ('test', )
+    cfg = load_config(opts.config, opts.cfg_options, splits=splits)
+    init_default_scope(cfg.get('default_scope', 'mmdet3d'))
+    return cfg
+
+
+def _unwrap_dataset(dataset: dict, split: str) -> dict:
+    """Strip CBGS / Repeat / ClassBalanced wrappers (they resample)."""
+    while isinstance(dataset, dict) and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    if not isinstance(dataset, dict):
+        raise UserInputError(
+            f'{split}_dataloader.dataset is not a dataset config')
+    return dataset
+
+
+def _test_pipeline(cfg: Config) -> list:
+    loader = cfg.get('test_dataloader')
+    if not loader:
+        raise UserInputError('the config has no test_dataloader')
+    pipeline = _unwrap_dataset(loader['dataset'], 'test').get('pipeline')
+    if not pipeline:
+        raise UserInputError('the config has no test pipeline '
+                             '(test_dataloader.dataset.pipeline)')
+    return copy.deepcopy(pipeline)
+
+
+def calib_dataset_cfg(cfg: Config) -> ConfigDict:
+    """The train split's dataset with the test pipeline, in test mode.
+
+    The zoo calibrates on training frames; the test pipeline makes them look
+    like what the detector sees at inference (no augmentation, test-time
+    sweeps), and test mode keeps every frame (no empty-GT filter).
+    """
+    loader = cfg.get('train_dataloader')
+    if not loader:
+        raise UserInputError(
+            'the config has no train_dataloader: calibration frames come '
+            'from the train split')
+    pipeline = _test_pipeline(cfg)
+    dataset = copy.deepcopy(loader['dataset'])
+    if 'datasets' in dataset:  # ConcatDataset: each part
+        parts = []
+        for part in dataset['datasets']:
+            part = copy.deepcopy(_unwrap_dataset(part, 'train'))
+            part.update(pipeline=copy.deepcopy(pipeline), test_mode=True)
+            parts.append(part)
+        dataset['datasets'] = parts
+        return ConfigDict(dataset)
+    dataset = copy.deepcopy(_unwrap_dataset(dataset, 'train'))
+    dataset.update(pipeline=pipeline, test_mode=True)
+    return ConfigDict(dataset)
+
+
+def eval_dataset_cfg(cfg: Config) -> ConfigDict:
+    """The test split's dataset config (with its test pipeline)."""
+    loader = cfg.get('test_dataloader')
+    if not loader:
+        raise UserInputError('the config has no test_dataloader')
+    return ConfigDict(copy.deepcopy(loader['dataset']))
+
+
+def build_dataset(dataset_cfg: dict):
+    from mmdet3d.registry import DATASETS
+    return DATASETS.build(dataset_cfg)
+
+
+def select_indices(num_frames: int, length: int, method: str = 'random',
+                   seed: int = 0) -> List[int]:
+    """``min(length, num_frames)`` frame indices, sorted.
+
+    ``random`` takes the first ``length`` of a permutation seeded by
+    ``seed``, so a shorter length (fast finetune's ``fft_len``) picks a
+    subset of a longer one (``calib_len``) and two runs pick the same.
+    """
+    if method not in SAMPLE_METHODS:
+        raise UserInputError(
+            f'sample method must be one of {SAMPLE_METHODS}, got {method!r}')
+    if num_frames < 1:
+        raise UserInputError('the calibration dataset has no frames')
+    length = min(length, num_frames)
+    if method == 'sequential':
+        return list(range(length))
+    order = np.random.RandomState(seed).permutation(num_frames)[:length]
+    return sorted(int(i) for i in order)
+
+
+def load_float_detector(cfg: Config, checkpoint: str) -> nn.Module:
+    """The config's detector with ``checkpoint`` loaded, in eval mode.
+
+    Checks, in this order and before any weights are read: the detector is
+    one the DPU partition supports (:class:`UnsupportedModelError`), the
+    checkpoint exists and fits it (:class:`CheckpointError`).
+    """
+    from mmdet3d.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    detector = MODELS.build(copy.deepcopy(cfg.model))
+    partition_detector(detector)  # raises UnsupportedModelError early
+    check_checkpoint_matches(detector, checkpoint)
+    load_checkpoint(detector, checkpoint, map_location='cpu', strict=True,
+                    logger='silent')
+    return detector.eval()
+
+
+@dataclass
+class QuantizedModel:
+    """The float detector, its partition with the backend's subgraphs."""
+    detector: nn.Module
+    model: VitisPartitionedDetector
+    backend: QuantBackend
+    #: the float subgraphs (before ``set_subgraph``)
+    float_subgraphs: Dict[str, nn.Module]
+    #: what ``backend.wrap`` returned, by subgraph name
+    qmods: Dict[str, nn.Module]
+
+    def use(self, which: str = 'quant') -> 'QuantizedModel':
+        """Run the ``'float'`` or the ``'quant'`` subgraphs."""
+        mods = self.float_subgraphs if which == 'float' else self.qmods
+        for name, module in mods.items():
+            self.model.set_subgraph(name, module)
+        return self
+
+
+def quantize_model(detector: nn.Module, backend: QuantBackend,
+                   install: bool = True) -> QuantizedModel:
+    """Partition ``detector`` (weights loaded) and wrap each DPU subgraph.
+
+    ``install`` puts the wrapped subgraphs in place right away; otherwise
+    the model still runs the float ones (see :meth:`QuantizedModel.use`).
+    """
+    model = VitisPartitionedDetector(detector).eval()
+    float_subgraphs, qmods = {}, {}
+    for name in model.subgraph_names:
+        module = model.get_subgraph(name)
+        float_subgraphs[name] = module
+        qmods[name] = backend.wrap(name, module, model.example_inputs(name))
+    qmodel = QuantizedModel(detector, model, backend, float_subgraphs, qmods)
+    if install:
+        qmodel.use('quant')
+    return qmodel
+
+
+# ---------------------------------------------------------------------------
+# running frames
+# ---------------------------------------------------------------------------
+def _batch(dataset, index: int) -> dict:
+    from mmengine.dataset import pseudo_collate
+    return pseudo_collate([dataset[index]])
+
+
+def head_outputs(model: nn.Module, batch: dict) -> Tuple[List[Tensor], ...]:
+    """The head maps of ``model`` on a collated batch (no decode / NMS)."""
+    data = model.data_preprocessor(batch, False)
+    with torch.no_grad():
+        return model(**data, mode='tensor')
+
+
+def _progress(indices: Sequence[int], title: str):
+    from mmengine.utils import ProgressBar
+    print(f'{title}: {len(indices)} frames', flush=True)
+    bar = ProgressBar(len(indices), file=sys.stdout)
+    for index in indices:
+        yield index
+        bar.update()
+    sys.stdout.write('\n')
+    sys.stdout.flush()
+
+
+def collect_subgraph_inputs(model: VitisPartitionedDetector, dataset,
+                            indices: Sequence[int]
+                            ) -> Dict[str, List[Tuple[Tensor, ...]]]:
+    """The inputs each DPU subgraph of ``model`` receives on the frames
+    ``indices`` (forward pre-hooks on the subgraphs in place)."""
+    inputs = {name: [] for name in model.subgraph_names}
+    handles = []
+    for name in model.subgraph_names:
+
+        def hook(module, args, name=name):
+            inputs[name].append(tuple(
+                a.detach().clone() if isinstance(a, Tensor) else a
+                for a in args))
+
+        handles.append(
+            model.get_subgraph(name).register_forward_pre_hook(hook))
+    try:
+        for index in _progress(indices, 'fast finetune inputs'):
+            head_outputs(model, _batch(dataset, index))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
+
+
+def calibrate(qmodel: QuantizedModel, dataset, indices: Sequence[int],
+              fft_indices: Optional[Sequence[int]] = None) -> str:
+    """Fast finetune (if ``fft_indices``), calibrate on ``indices`` and
+    export; returns the path of ``quant_info.json``."""
+    model, backend = qmodel.model, qmodel.backend
+    model.eval()
+    if fft_indices:
+        qmodel.use('float')
+        inputs = collect_subgraph_inputs(model, dataset, fft_indices)
+        qmodel.use('quant')
+        for name, qmod in qmodel.qmods.items():
+            print(f'fast finetune of DPU subgraph {name} on '
+                  f'{len(inputs[name])} inputs', flush=True)
+            backend.fast_finetune(name, qmod, inputs[name])
+        del inputs
+    else:
+        qmodel.use('quant')
+    for index in _progress(indices, 'calibration'):
+        head_outputs(model, _batch(dataset, index))
+    return backend.export_quant_config()
+
+
+def _test_runner(cfg: Config, model: nn.Module, work_dir: str, name: str):
+    """An mmengine Runner with only the config's test loop, for a built
+    model (weights already in: nothing is loaded)."""
+    from mmengine.runner import Runner
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = work_dir
+    cfg.load_from = None
+    return Runner(
+        model=model,
+        work_dir=work_dir,
+        test_dataloader=cfg.get('test_dataloader'),
+        test_cfg=cfg.get('test_cfg') or dict(type='TestLoop'),
+        test_evaluator=cfg.get('test_evaluator'),
+        default_hooks=cfg.get('default_hooks'),
+        custom_hooks=cfg.get('custom_hooks'),
+        launcher='none',
+        env_cfg=cfg.get('env_cfg', dict(dist_cfg=dict(backend='nccl'))),
+        log_processor=cfg.get('log_processor'),
+        log_level=cfg.get('log_level', 'INFO'),
+        visualizer=cfg.get('visualizer'),
+        default_scope=cfg.get('default_scope', 'mmengine'),
+        randomness=cfg.get('randomness', dict(seed=None)),
+        experiment_name=name,
+        cfg=cfg)
+
+
+def _plain(value):
+    """numpy scalars / tensors -> JSON numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic, )):
+        return value.item()
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+def evaluate(cfg: Config, model: nn.Module, work_dir: str,
+             name: str) -> Tuple[dict, dict]:
+    """``(metrics, summary)`` of ``model`` with the config's test loop."""
+    print(f'== evaluating the {name} model', flush=True)
+    runner = _test_runner(cfg, model, osp.join(work_dir, f'quant_{name}'),
+                          f'quant_{name}')
+    metrics = _plain(dict(runner.test()))
+    return metrics, summarize_nuscenes_metrics(metrics)
+
+
+def compare_summaries(ref: dict, other: dict) -> dict:
+    """``other - ref`` for mAP, NDS, the error metrics and per-class AP."""
+    delta = {
+        k: other[k] - ref[k] for k in ref
+        if k != 'per_class_AP' and k in other
+    }
+    delta['per_class_AP'] = {
+        cls: other.get('per_class_AP', {})[cls] - ap
+        for cls, ap in ref.get('per_class_AP', {}).items()
+        if cls in other.get('per_class_AP', {})
+    }
+    return delta
+
+
+def format_comparison(ref: dict, other: dict, delta: dict,
+                      names=('float', 'int8')) -> str:
+    """Side-by-side table of two summaries and their difference."""
+    rows = [('', names[0], names[1], 'delta')]
+    for key in ('mAP', 'NDS', 'mATE', 'mASE', 'mAOE', 'mAVE', 'mAAE'):
+        if key in ref and key in other:
+            rows.append((key, f'{ref[key]:.4f}', f'{other[key]:.4f}',
+                         f'{delta[key]:+.4f}'))
+    for cls, ap in ref.get('per_class_AP', {}).items():
+        if cls in delta['per_class_AP']:
+            rows.append((f'{cls} AP', f'{ap:.4f}',
+                         f"{other['per_class_AP'][cls]:.4f}",
+                         f"{delta['per_class_AP'][cls]:+.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return '\n'.join(
+        '  '.join([r[0].ljust(widths[0])] +
+                  [v.rjust(w) for v, w in zip(r[1:], widths[1:])])
+        for r in rows)
+
+
+# ---------------------------------------------------------------------------
+# output folder handling
+# ---------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _share(path: str) -> None:
+    """Give ``path`` (and what is under it) the permissions a plain
+    ``open`` / ``mkdir`` would (temporary files are created 0600)."""
+    mask = _umask()
+    if osp.isdir(path):
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, 0o777 & ~mask)
+            for name in files:
+                os.chmod(osp.join(root, name), 0o666 & ~mask)
+    elif osp.isfile(path):
+        os.chmod(path, 0o666 & ~mask)
+
+
+def _write_json(path: str, data) -> None:
+    atomic_write_json(path, data)
+    _share(path)
+
+
+class _Staging:
+    """A temporary folder next to ``quant_dir`` whose entries replace those
+    of ``quant_dir`` on :meth:`publish`; removed (with any parent folders it
+    had to create) on failure."""
+
+    def __init__(self, quant_dir: str):
+        self.quant_dir = osp.abspath(quant_dir)
+        parent = osp.dirname(self.quant_dir)
+        self._created = []
+        p = parent
+        while not osp.isdir(p):
+            self._created.append(p)
+            p = osp.dirname(p)
+        os.makedirs(parent, exist_ok=True)
+        self.path = tempfile.mkdtemp(
+            prefix=f'.{osp.basename(self.quant_dir)}.staging-', dir=parent)
+
+    def publish(self) -> None:
+        _share(self.path)
+        if not osp.isdir(self.quant_dir):
+            os.rename(self.path, self.quant_dir)
+            return
+        for entry in sorted(os.listdir(self.path)):
+            src = osp.join(self.path, entry)
+            dst = osp.join(self.quant_dir, entry)
+            if osp.isdir(src) and osp.isdir(dst):
+                old = tempfile.mkdtemp(prefix=f'.{entry}.old-',
+                                       dir=self.quant_dir)
+                os.rename(dst, osp.join(old, entry))
+                os.rename(src, dst)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                if osp.isdir(dst):
+                    shutil.rmtree(dst)
+                os.replace(src, dst)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        for p in self._created:  # innermost first
+            try:
+                os.rmdir(p)
+            except OSError:
+                break
+
+
+# ---------------------------------------------------------------------------
+# the modes
+# ---------------------------------------------------------------------------
+def _settings(opts: QuantOptions) -> dict:
+    keys = ('config', 'checkpoint', 'quant_mode', 'quant_dir', 'backend',
+            'bitwidth', 'fast_finetune', 'calib_len', 'calib_sample_method',
+            'seed', 'fft_len', 'cfg_options')
+    settings = {k: v for k, v in asdict(opts).items() if k in keys}
+    return _plain(json.loads(json.dumps(settings, default=str)))
+
+
+def _read_calib_json(quant_dir: str) -> Optional[dict]:
+    path = osp.join(quant_dir, CALIB_FILE)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _work_dir(opts: QuantOptions, cfg: Config) -> str:
+    return opts.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(opts.config))[0])
+
+
+def run_inspect(opts: QuantOptions, cfg: Config, detector: nn.Module
+                ) -> dict:
+    dataset = build_dataset(eval_dataset_cfg(cfg))
+    if len(dataset) == 0:
+        raise UserInputError('the test split has no frames to inspect')
+    points = dataset[0]['inputs']['points']
+    report = inspect_detector(detector, points)
+    print(format_table(report))
+    out = report.to_dict()
+    out.update(config=opts.config, checkpoint=opts.checkpoint,
+               frame=dict(split='test', index=0,
+                          num_points=int(points.shape[0])))
+    _write_json(osp.join(opts.quant_dir, INSPECT_FILE), out)
+    print(f'wrote {osp.join(opts.quant_dir, INSPECT_FILE)}')
+    return out
+
+
+def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
+    start = time.time()
+    dataset = build_dataset(calib_dataset_cfg(cfg))
+    indices = select_indices(len(dataset), opts.calib_len,
+                             opts.calib_sample_method, opts.seed)
+    fft_indices = (select_indices(len(dataset), opts.fft_len,
+                                  opts.calib_sample_method, opts.seed)
+                   if opts.fast_finetune else None)
+    staging = _Staging(opts.quant_dir)
+    try:
+        backend = get_backend(opts.backend, quant_mode='calib',
+                              output_dir=staging.path,
+                              bitwidth=opts.bitwidth)
+        qmodel = quantize_model(detector, backend, install=False)
+        print(f'backend {backend.name}: DPU subgraphs '
+              f'{", ".join(qmodel.model.subgraph_names)}', flush=True)
+        calibrate(qmodel, dataset, indices, fft_indices)
+        info = dict(
+            config=opts.config,
+            checkpoint=opts.checkpoint,
+            backend=backend.name,
+            bitwidth=opts.bitwidth,
+            subgraphs=qmodel.model.subgraph_names,
+            dataset=dict(split='train', ann_file=calib_dataset_cfg(cfg).get(
+                'ann_file'), num_frames=len(dataset), pipeline='test'),
+            calib_len=len(indices),
+            calib_len_requested=opts.calib_len,
+            calib_sample_method=opts.calib_sample_method,
+            seed=opts.seed,
+            indices=indices,
+            fast_finetune=opts.fast_finetune,
+            fft_len=len(fft_indices) if fft_indices else None,
+            fft_indices=fft_indices,
+            shift_adjustments=list(getattr(backend, 'adjustments', [])),
+            cfg_options=_settings(opts)['cfg_options'],
+            seconds=round(time.time() - start, 3),
+            created=time.strftime('%Y-%m-%dT%H:%M:%S'),
+            version=__version__)
+        atomic_write_json(osp.join(staging.path, CALIB_FILE), info)
+        staging.publish()
+    except BaseException:
+        staging.discard()
+        raise
+    print(f'calibrated {len(indices)} frames in {info["seconds"]:.1f} s; '
+          f'wrote {osp.join(opts.quant_dir, "quant_info.json")} and '
+          f'{osp.join(opts.quant_dir, CALIB_FILE)}')
+    return info
+
+
+def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
+    start = time.time()
+    calib = _read_calib_json(opts.quant_dir)
+    fast_finetune = opts.fast_finetune
+    if calib and calib.get('fast_finetune') and not fast_finetune:
+        print(f'{opts.quant_dir} was calibrated with fast finetune: testing '
+              'with its fast-finetuned parameters')
+        fast_finetune = True
+    backend = get_backend(opts.backend, quant_mode='test',
+                          output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    # Loads (and checks) the calibration state before anything runs.
+    qmodel = quantize_model(detector, backend)
+    if fast_finetune:
+        for name, qmod in qmodel.qmods.items():
+            backend.fast_finetune(name, qmod, [])
+    work_dir = _work_dir(opts, cfg)
+    float_metrics, float_summary = evaluate(cfg, detector, work_dir, 'float')
+    int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
+                                          'int8')
+    delta = compare_summaries(float_summary, int8_summary)
+    print(f'== float vs int8 ({backend.name} backend, '
+          f'{opts.bitwidth} bit{", fast finetune" if fast_finetune else ""})')
+    if float_summary.get('per_class_AP') or 'mAP' in float_summary:
+        print(format_comparison(float_summary, int8_summary, delta))
+    else:
+        print(json.dumps(dict(float=float_metrics, int8=int8_metrics),
+                         indent=2))
+    report = dict(
+        float=float_summary,
+        int8=int8_summary,
+        delta=delta,
+        metrics=dict(float=float_metrics, int8=int8_metrics),
+        backend=backend.name,
+        bitwidth=opts.bitwidth,
+        fast_finetune=fast_finetune,
+        subgraphs=qmodel.model.subgraph_names,
+        calib=calib,
+        settings=_settings(opts),
+        work_dir=work_dir,
+        seconds=round(time.time() - start, 3),
+        version=__version__)
+    path = osp.join(opts.quant_dir, REPORT_FILE)
+    _write_json(path, report)
+    print(f'wrote {path}')
+    return report
+
+
+def run_float(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
+    backend = get_backend(opts.backend, quant_mode='float',
+                          output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    qmodel = quantize_model(detector, backend)
+    work_dir = _work_dir(opts, cfg)
+    metrics, summary = evaluate(cfg, qmodel.model, work_dir,
+                                'float_partitioned')
+    if summary.get('per_class_AP') or 'mAP' in summary:
+        print(format_summary(summary, '== float partitioned model'))
+    report = dict(float_partitioned=summary, metrics=metrics,
+                  backend=backend.name, subgraphs=qmodel.model.subgraph_names,
+                  settings=_settings(opts), work_dir=work_dir,
+                  version=__version__)
+    path = osp.join(opts.quant_dir, FLOAT_REPORT_FILE)
+    _write_json(path, report)
+    print(f'wrote {path}')
+    return report
+
+
+def run_quant(opts: QuantOptions) -> dict:
+    """Run ``tools/quant.py`` with ``opts``; returns what it wrote as JSON
+    (calib.json's, report.json's, float.json's or inspect.json's content).
+    """
+    opts.validate()  # before any work, --dump_xmodel included
+    if osp.exists(opts.quant_dir) and not osp.isdir(opts.quant_dir):
+        raise UserInputError(
+            f'--quant_dir {opts.quant_dir!r} exists and is not a folder')
+    # An unavailable backend (nndct outside the Vitis AI docker) fails now,
+    # not after the model and data are loaded; creating one writes nothing.
+    get_backend(opts.backend, quant_mode='float', output_dir=opts.quant_dir,
+                bitwidth=opts.bitwidth)
+    cfg = load_quant_config(opts)
+    detector = load_float_detector(cfg, opts.checkpoint)
+    # No global no_grad: nndct's fast finetune trains; every forward of
+    # ours runs under no_grad (head_outputs, mmengine's test loop).
+    if opts.inspect:
+        return run_inspect(opts, cfg, detector)
+    if opts.quant_mode == 'calib':
+        return run_calib(opts, cfg, detector)
+    if opts.quant_mode == 'test':
+        return run_test(opts, cfg, detector)
+    return run_float(opts, cfg, detector)
