@@ -64,3 +64,11 @@ def tiny_synthetic_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('synthetic'))
     generate(root, scenes=10, frames=2, seed=0, workers=2)
     return root
+
+
+@pytest.fixture(autouse=True)
+def mmdet3d_default_scope():
+    """Build from mmdet3d's registries whatever scope an earlier Runner set."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        yield

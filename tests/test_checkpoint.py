@@ -44,7 +44,7 @@ class _ToyData(torch.utils.data.Dataset):
 def runner_checkpoint(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp('toy_run'))
     runner = Runner(
-        model=_ToyModel(), work_dir=work_dir,
+        model=_ToyModel(), work_dir=work_dir, default_scope='mmdet3d',
         train_dataloader=dict(
             dataset=_ToyData(), batch_size=2,
             sampler=dict(type='DefaultSampler', shuffle=False)),

@@ -262,7 +262,8 @@ def test_test_before_calib_is_refused_and_writes_nothing(
         quant_tool, random_checkpoint, options, tmp_path):
     quant_dir = tmp_path / 'empty'
     quant_dir.mkdir()
-    with pytest.raises(QuantStateError, match='calib first'):
+    with pytest.raises(QuantStateError,
+                       match=r'calib first \(with the same --quant_dir'):
         quant_tool.main([
             SMALL_PP_CONFIG, random_checkpoint, '--quant_mode', 'test',
             '--quant_dir', str(quant_dir), '--backend', 'builtin',

@@ -69,8 +69,8 @@ def parse_args(argv=None):
         'correction) before calibration; test: use its parameters')
     parser.add_argument(
         *_flag('fft_len'), dest='fft_len', type=int, default=defaults.fft_len,
-        help='frames for fast finetune (the first of the calibration '
-        'ordering)')
+        help='frames for fast finetune, picked like the calibration frames '
+        '(same seed): a subset of them when fft_len <= calib_len')
     parser.add_argument(
         *_flag('dump_xmodel'), '--deploy', dest='dump_xmodel',
         action='store_true',
@@ -78,7 +78,8 @@ def parse_args(argv=None):
     parser.add_argument('--backend', choices=BACKEND_CHOICES,
                         default=defaults.backend,
                         help='auto: nndct when pytorch_nndct imports, else '
-                        'builtin (brevitas)')
+                        'builtin (brevitas); in test mode the backend that '
+                        'calibrated QUANT_DIR')
     parser.add_argument(
         '--inspect', action='store_true',
         help='print the per-layer DPU/CPU table on the first test frame, '

@@ -20,15 +20,22 @@ The flow (the zoo's ``test.py --quant_mode ...`` for PointPillars)::
     loop runs the partitioned detector on each frame up to the head maps
     (``mode='tensor'``: decode + NMS do not touch the DPU subgraphs, so they
     are skipped), then ``backend.export_quant_config()`` writes the
-    quantization state.  Everything is written into a staging folder next to
+    quantization state.  With the zoo's defaults (500 frames, 300 for fast
+    finetune) the collected fast finetune inputs are held in memory: the
+    BEV pseudo-image of every frame (64 x 400 x 400 floats, 41 MB, for
+    the zoo mirror: 12 GB for 300 frames), so size ``fft_len`` to the
+    memory at hand.
+    Everything is written into a staging folder next to
     ``quant_dir`` and moved in at the end, together with ``calib.json``: a
     failed run leaves ``quant_dir`` as it was.
 ``test``
     The backend reads the state ``calib`` left in ``quant_dir`` (a clear
-    :class:`QuantStateError` when there is none, before any evaluation);
-    then the float detector and the int8 (fake-quant) partitioned detector
-    are both evaluated with the config's test dataloader and evaluator
-    through mmengine's ``Runner`` test loop.  ``report.json`` (written
+    :class:`QuantStateError` when there is none, before any evaluation;
+    ``--backend auto`` takes the backend named in ``calib.json``, and a
+    fast-finetuned calibration is tested with its fast finetune); then the
+    float detector and the int8 (fake-quant) partitioned detector are both
+    evaluated with the config's test dataloader and evaluator through
+    mmengine's ``Runner`` test loop.  ``report.json`` (written
     atomically at the end) holds both summaries and their difference.
 ``float``
     Only the float partitioned detector is evaluated (it must equal the
@@ -63,7 +70,8 @@ from ..errors import UserInputError
 from ..report import (atomic_write_json, format_summary,
                       summarize_nuscenes_metrics)
 from ..version import __version__
-from .backends import BACKEND_CHOICES, QuantBackend, get_backend
+from .backends import (BACKEND_CHOICES, BACKENDS, QuantBackend,
+                       QuantStateError, get_backend)
 from .inspector import format_table, inspect_detector
 from .partition import partition_detector
 from .partitioned_detector import VitisPartitionedDetector
@@ -300,8 +308,8 @@ def _batch(dataset, index: int) -> dict:
 
 def head_outputs(model: nn.Module, batch: dict) -> Tuple[List[Tensor], ...]:
     """The head maps of ``model`` on a collated batch (no decode / NMS)."""
-    data = model.data_preprocessor(batch, False)
     with torch.no_grad():
+        data = model.data_preprocessor(batch, False)
         return model(**data, mode='tensor')
 
 
@@ -620,13 +628,21 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         print(f'{opts.quant_dir} was calibrated with fast finetune: testing '
               'with its fast-finetuned parameters')
         fast_finetune = True
-    backend = get_backend(opts.backend, quant_mode='test',
+    backend_name = opts.backend
+    if backend_name == 'auto' and calib and calib.get('backend') in BACKENDS:
+        backend_name = calib['backend']  # the one that calibrated
+    backend = get_backend(backend_name, quant_mode='test',
                           output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
-    # Loads (and checks) the calibration state before anything runs.
-    qmodel = quantize_model(detector, backend)
-    if fast_finetune:
-        for name, qmod in qmodel.qmods.items():
-            backend.fast_finetune(name, qmod, [])
+    try:
+        # Loads (and checks) the calibration state before anything runs.
+        qmodel = quantize_model(detector, backend)
+        if fast_finetune:
+            for name, qmod in qmodel.qmods.items():
+                backend.fast_finetune(name, qmod, [])
+    except QuantStateError as e:
+        # the backends name their folder --output_dir; here it is
+        raise QuantStateError(
+            str(e).replace('--output_dir', '--quant_dir')) from e
     work_dir = _work_dir(opts, cfg)
     float_metrics, float_summary = evaluate(cfg, detector, work_dir, 'float')
     int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
