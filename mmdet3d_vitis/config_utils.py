@@ -1,6 +1,6 @@
 """Config loading with the checks a user needs before a long run starts."""
 import os.path as osp
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
@@ -90,3 +90,15 @@ def check_data_paths(cfg: Config,
             if ann and not osp.isfile(ann):
                 raise ConfigError(
                     f'{split}_evaluator.ann_file {ann!r} does not exist')
+
+
+def data_root_options(root: str) -> List[str]:
+    """``--cfg-options`` that point a nuScenes-style config at ``root``:
+    every dataloader's ``data_root`` and the evaluators' info pkl."""
+    root = root.rstrip('/') + '/'
+    options = [f'{split}_dataloader.dataset.data_root={root}'
+               for split in ('train', 'val', 'test')]
+    for split in ('val', 'test'):
+        options += [f'{split}_evaluator.data_root={root}',
+                    f'{split}_evaluator.ann_file={root}nuscenes_infos_val.pkl']
+    return options

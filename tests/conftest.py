@@ -25,21 +25,11 @@ def load_tool(name):
 
 def data_options(root):
     """``--cfg-options`` pointing a config's data at ``root``, no workers."""
-    root = root.rstrip('/') + '/'
-    return [
-        f'train_dataloader.dataset.data_root={root}',
-        f'val_dataloader.dataset.data_root={root}',
-        f'test_dataloader.dataset.data_root={root}',
-        f'val_evaluator.data_root={root}',
-        f'val_evaluator.ann_file={root}nuscenes_infos_val.pkl',
-        f'test_evaluator.data_root={root}',
-        f'test_evaluator.ann_file={root}nuscenes_infos_val.pkl',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0',
-        'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False',
+    from mmdet3d_vitis.config_utils import data_root_options
+    return data_root_options(root) + [
+        f'{split}_dataloader.{key}'
+        for split in ('train', 'val', 'test')
+        for key in ('num_workers=0', 'persistent_workers=False')
     ]
 
 

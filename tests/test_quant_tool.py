@@ -94,7 +94,13 @@ def int8_model(quant_tool, calibrated, random_checkpoint, options):
     cfg = load_quant_config(opts)
     detector = load_float_detector(cfg, random_checkpoint)
     backend = get_backend('builtin', quant_mode='test', output_dir=quant_dir)
-    return cfg, quantize_model(detector, backend)
+    return cfg, quantize_model(detector, backend, pillar_input_range=_calib(
+        quant_dir)['pillar_input_range'])
+
+
+def _calib(quant_dir):
+    with open(osp.join(quant_dir, 'calib.json')) as f:
+        return json.load(f)
 
 
 def _opts(quant_tool, ckpt, options, *flags):
@@ -222,7 +228,8 @@ def test_fast_finetune_random_subset(quant_tool, random_checkpoint, options,
     opts = _opts(quant_tool, random_checkpoint, options,
                  '--quant_mode', 'test')
     detector = load_float_detector(load_quant_config(opts), random_checkpoint)
-    qmodel = quantize_model(detector, backend)
+    qmodel = quantize_model(detector, backend, pillar_input_range=_calib(
+        quant_dir)['pillar_input_range'])
     for name, qmod in qmodel.qmods.items():
         backend.fast_finetune(name, qmod, [])
 

@@ -1,4 +1,5 @@
-"""`make demo`: synthetic data -> train the small PointPillars -> evaluate.
+"""`make demo`: synthetic data -> train the small PointPillars -> evaluate
+-> quantize to int8 for the DPU (PTQ, then PTQ + fast finetune) -> compare.
 
 Each stage runs the same command a user would (printed before it runs) and
 is skipped when its output already exists, so an interrupted demo resumes.
@@ -15,6 +16,7 @@ import time
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mmdet3d_vitis.config_utils import data_root_options  # noqa: E402
 from mmdet3d_vitis.report import format_summary, update_report  # noqa: E402
 
 SMALL_CONFIG = 'configs/pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py'
@@ -62,25 +64,41 @@ def stage_test(args, ckpt, cfg_options):
         return json.load(f)['summary']
 
 
+def stage_quant(args, ckpt, cfg_options, name, extra):
+    """calib then test with tools/quant.py; returns its float/int8 summary."""
+    quant_dir = osp.join(args.work_dir, name)
+    common = [sys.executable, 'tools/quant.py', SMALL_CONFIG, ckpt,
+              '--quant_dir', quant_dir, '--work-dir', quant_dir]
+    if not osp.isfile(osp.join(REPO, quant_dir, 'calib.json')):
+        run(common + ['--quant_mode', 'calib', '--calib_len',
+                      str(args.calib_len), '--calib_sample_method', 'random',
+                      '--seed', str(args.seed)] + extra +
+            ['--cfg-options'] + cfg_options)
+    run(common + ['--quant_mode', 'test', '--cfg-options'] + cfg_options)
+    with open(osp.join(REPO, quant_dir, 'report.json')) as f:
+        report = json.load(f)
+    with open(osp.join(REPO, quant_dir, 'calib.json')) as f:
+        calib = json.load(f)
+    return dict(int8=report['int8'], delta=report['delta'],
+                backend=report['backend'], quant_dir=quant_dir,
+                calib_frames=calib['calib_len'],
+                fast_finetune=report['fast_finetune'],
+                calib_seconds=calib['seconds'])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/synthetic')
-    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--calib-len', type=int, default=100)
+    parser.add_argument('--fft-len', type=int, default=50)
     args = parser.parse_args()
     os.makedirs(osp.join(REPO, args.work_dir), exist_ok=True)
     report = osp.join(REPO, args.work_dir, 'report.json')
     root = args.data_root.rstrip('/') + '/'
-    cfg_options = [
-        f'train_dataloader.dataset.data_root={root}',
-        f'val_dataloader.dataset.data_root={root}',
-        f'test_dataloader.dataset.data_root={root}',
-        f'val_evaluator.data_root={root}',
-        f'val_evaluator.ann_file={root}nuscenes_infos_val.pkl',
-        f'test_evaluator.data_root={root}',
-        f'test_evaluator.ann_file={root}nuscenes_infos_val.pkl',
-    ]
+    cfg_options = data_root_options(root)
 
     data = stage_data(args)
     if data:
@@ -93,6 +111,19 @@ def main():
     update_report(report, 'float', float_summary)
     print(format_summary(float_summary, '== float (PyTorch) on synthetic '
                          'mini_val'))
+
+    rows = {'float': float_summary}
+    for name, extra in (('int8_ptq', []),
+                        ('int8_fast_finetune',
+                         ['--fast_finetune', '--fft_len', str(args.fft_len)])):
+        result = stage_quant(args, ckpt, cfg_options, name, extra)
+        update_report(report, name, result)
+        rows[name] = result['int8']
+    print('\n== float vs int8 on synthetic mini_val')
+    print(f'{"model":<22s} {"mAP":>8s} {"NDS":>8s} {"car AP":>8s}')
+    for name, summary in rows.items():
+        print(f'{name:<22s} {summary["mAP"]:8.4f} {summary["NDS"]:8.4f} '
+              f'{summary["per_class_AP"].get("car", float("nan")):8.4f}')
     print(f'report: {report}')
 
 

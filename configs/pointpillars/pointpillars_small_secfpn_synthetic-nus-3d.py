@@ -8,7 +8,7 @@ _base_ = ['./pointpillars_zoo-40000x64_secfpn_nus-3d.py']
 data_root = 'data/synthetic/'
 voxel_size = [0.5, 0.5, 8]
 sweeps_num = 2
-max_epochs = 12
+max_epochs = 10
 lr = 0.003
 # The synthetic set has the v1.0-mini layout and split, so NuScenesMetric
 # must evaluate mini_val; the dataset class defaults to v1.0-trainval.

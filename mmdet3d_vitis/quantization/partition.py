@@ -112,6 +112,9 @@ class PointDecoration(nn.Module):
         self.y_offset = encoder.y_offset
         self.z_offset = encoder.z_offset
         self.out_channels = encoder.in_channels
+        # Per-channel power-of-two input normalisation (see
+        # DetectorPartition.set_pillar_input_scale); ones = none.
+        self.register_buffer('input_scale', torch.ones(self.out_channels))
 
     def forward(self, voxels: Tensor, num_points: Tensor,
                 coors: Tensor) -> Tensor:
@@ -149,6 +152,7 @@ class PointDecoration(nn.Module):
         # must we (they still pass through linear + BN + ReLU + max).
         mask = get_paddings_indicator(num_points, features.shape[1], axis=0)
         features = features * mask.unsqueeze(-1).type_as(features)
+        features = features * self.input_scale.to(dtype)
         return features.permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -397,6 +401,31 @@ class DetectorPartition(nn.Module):
             raise KeyError(f'no DPU subgraph {name!r}; subgraphs: '
                            f'{self.subgraph_names}')
         return (torch.randn(shape, dtype=ref.dtype, device=ref.device), )
+
+    def set_pillar_input_scale(self, max_abs: Tensor) -> Tensor:
+        """Normalise each pillar-encoder input channel to about [-1, 1].
+
+        The decorated point features mix metres (+-50), intensities (0-255)
+        and offsets of a few centimetres; one int8 scale for the whole
+        ``pillar_encoder`` input (the DPU's per-tensor quantization) would
+        round the small ones away. The CPU glue multiplies channel ``c`` by
+        ``s_c = 2**-ceil(log2(max_abs[c]))`` and the first 1x1 conv divides
+        its input weights by ``s_c``: powers of two, so the float result is
+        bit-identical. Returns the scales (kept in ``decoration.input_scale``
+        for deployment).
+        """
+        if self.decoration is None:
+            raise ValueError('this detector has no pillar encoder subgraph')
+        max_abs = torch.as_tensor(max_abs, dtype=torch.float32)
+        exponent = torch.ceil(torch.log2(max_abs.clamp(min=2.0**-20)))
+        scale = torch.where(max_abs > 0, torch.pow(2.0, -exponent),
+                            torch.ones_like(max_abs))
+        first = self.subgraphs[PILLAR_ENCODER][0].conv
+        old = self.decoration.input_scale
+        first.weight.data *= (old / scale).view(1, -1, 1, 1).to(
+            first.weight.dtype)
+        self.decoration.input_scale.copy_(scale)
+        return scale.clone()
 
     def voxel_features(self, voxels: Tensor, num_points: Tensor,
                        coors: Tensor) -> Tensor:

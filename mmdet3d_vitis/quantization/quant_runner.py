@@ -73,7 +73,7 @@ from ..version import __version__
 from .backends import (BACKEND_CHOICES, BACKENDS, QuantBackend,
                        QuantStateError, get_backend)
 from .inspector import format_table, inspect_detector
-from .partition import partition_detector
+from .partition import PILLAR_ENCODER, partition_detector
 from .partitioned_detector import VitisPartitionedDetector
 
 __all__ = [
@@ -280,13 +280,20 @@ class QuantizedModel:
 
 
 def quantize_model(detector: nn.Module, backend: QuantBackend,
-                   install: bool = True) -> QuantizedModel:
+                   install: bool = True,
+                   pillar_input_range: Optional[Sequence[float]] = None
+                   ) -> QuantizedModel:
     """Partition ``detector`` (weights loaded) and wrap each DPU subgraph.
 
     ``install`` puts the wrapped subgraphs in place right away; otherwise
     the model still runs the float ones (see :meth:`QuantizedModel.use`).
+    ``pillar_input_range`` is the pillar encoder's per-channel input range
+    (powers of two) that calibration chose (:func:`pillar_input_range`).
     """
     model = VitisPartitionedDetector(detector).eval()
+    if pillar_input_range is not None:
+        model.partition.set_pillar_input_scale(
+            torch.tensor(pillar_input_range))
     float_subgraphs, qmods = {}, {}
     for name in model.subgraph_names:
         module = model.get_subgraph(name)
@@ -347,6 +354,30 @@ def collect_subgraph_inputs(model: VitisPartitionedDetector, dataset,
         for handle in handles:
             handle.remove()
     return inputs
+
+
+def pillar_input_range(detector: nn.Module, dataset,
+                       indices: Sequence[int]) -> Optional[List[float]]:
+    """Per-channel max |x| of the pillar encoder's input on ``indices``,
+    rounded up to powers of two (``None`` without a pillar encoder)."""
+    model = VitisPartitionedDetector(detector).eval()
+    if PILLAR_ENCODER not in model.subgraph_names:
+        return None
+    max_abs = []
+
+    def hook(module, args):
+        max_abs.append(args[0].detach().abs().amax(dim=(0, 2, 3)))
+
+    handle = model.get_subgraph(PILLAR_ENCODER).register_forward_pre_hook(
+        hook)
+    try:
+        for index in _progress(indices, 'pillar input range'):
+            head_outputs(model, _batch(dataset, index))
+    finally:
+        handle.remove()
+    scale = model.partition.set_pillar_input_scale(
+        torch.stack(max_abs).amax(dim=0))
+    return (1.0 / scale).tolist()
 
 
 def calibrate(qmodel: QuantizedModel, dataset, indices: Sequence[int],
@@ -584,7 +615,10 @@ def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         backend = get_backend(opts.backend, quant_mode='calib',
                               output_dir=staging.path,
                               bitwidth=opts.bitwidth)
-        qmodel = quantize_model(detector, backend, install=False)
+        # A few frames are enough to bound coordinates and intensities.
+        input_range = pillar_input_range(detector, dataset, indices[:16])
+        qmodel = quantize_model(detector, backend, install=False,
+                                pillar_input_range=input_range)
         print(f'backend {backend.name}: DPU subgraphs '
               f'{", ".join(qmodel.model.subgraph_names)}', flush=True)
         calibrate(qmodel, dataset, indices, fft_indices)
@@ -602,6 +636,7 @@ def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
             seed=opts.seed,
             indices=indices,
             fast_finetune=opts.fast_finetune,
+            pillar_input_range=input_range,
             fft_len=len(fft_indices) if fft_indices else None,
             fft_indices=fft_indices,
             shift_adjustments=list(getattr(backend, 'adjustments', [])),
@@ -635,7 +670,9 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
                           output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
     try:
         # Loads (and checks) the calibration state before anything runs.
-        qmodel = quantize_model(detector, backend)
+        qmodel = quantize_model(
+            detector, backend,
+            pillar_input_range=(calib or {}).get('pillar_input_range'))
         if fast_finetune:
             for name, qmod in qmodel.qmods.items():
                 backend.fast_finetune(name, qmod, [])
