@@ -225,6 +225,33 @@ def test_predict_matches_original(case):
     assert wrapper.subgraph_names == expected_names
 
 
+def test_pillar_input_scale_is_exact_and_normalises(case):
+    """Power-of-two input normalisation: the DPU input of each channel lies
+    in [-1, 1] and the detections stay bit-for-bit the same."""
+    name, _, detector, points = case
+    if name == 'second':
+        pytest.skip('SECOND has no pillar encoder subgraph')
+    wrapper = VitisPartitionedDetector(detector).eval()
+    expected = wrapper.test_step(make_data([points]))
+    seen = []
+    handle = wrapper.get_subgraph(PILLAR_ENCODER).register_forward_pre_hook(
+        lambda mod, inputs: seen.append(inputs[0].abs().amax(dim=(0, 2, 3))))
+    wrapper.test_step(make_data([points]))
+    raw_max = seen[-1]
+    scale = wrapper.partition.set_pillar_input_scale(raw_max)
+    wrapper.test_step(make_data([points]))
+    handle.remove()
+    assert torch.all(torch.log2(scale) == torch.round(torch.log2(scale)))
+    assert torch.all(seen[-1] <= 1) and torch.all(seen[-1][raw_max > 0] > .5)
+    assert not torch.all(scale == 1)  # the scaling did something
+    actual = wrapper.test_step(make_data([points]))
+    for exp, act in zip(expected, actual):
+        assert torch.equal(exp.pred_instances_3d.scores_3d,
+                           act.pred_instances_3d.scores_3d)
+        assert torch.equal(exp.pred_instances_3d.bboxes_3d.tensor,
+                           act.pred_instances_3d.bboxes_3d.tensor)
+
+
 def test_batch_runs_per_sample(case):
     _, _, detector, points = case
     other = random_points(detector, points.shape[1], num_points=900, seed=1)
