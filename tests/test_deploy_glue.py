@@ -1,0 +1,352 @@
+"""The deploy runtime's numpy CPU glue against mmcv / mmdet3d references."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mmdet3d_vitis  # noqa: F401  (registers the plugin)
+from mmdet3d_vitis.deploy import (AnchorDecoder, PointCloudError,
+                                  VoxelOverflowError, check_points,
+                                  decorate_pillars, nms_rotated_bev,
+                                  rotated_iou_bev, scatter_pillars, voxelize)
+from mmdet3d_vitis.errors import UserInputError
+
+from conftest import SMALL_PP_CONFIG as CONFIG
+
+VOXEL = [0.5, 0.5, 8.0]
+PCR = [-10.0, -10.0, -5.0, 10.0, 10.0, 3.0]  # 40 x 40 x 1 grid
+
+
+def _cloud(rng, n, num_features=5, spread=12.0):
+    pts = rng.uniform(-spread, spread, (n, num_features)).astype(np.float32)
+    pts[:, 2] = rng.uniform(-6, 4, n)
+    return pts
+
+
+def _with_boundaries(rng, pts):
+    """Put some points exactly on voxel and range boundaries."""
+    n = pts.shape[0]
+    idx = rng.choice(n, n // 5, replace=False)
+    pts[idx[0::4], 0] = PCR[0]  # lower x boundary: inside
+    pts[idx[1::4], 0] = PCR[3]  # upper x boundary: outside
+    pts[idx[2::4], 1] = rng.integers(-20, 20, idx[2::4].size) * 0.5
+    pts[idx[3::4], 2] = PCR[5]
+    return pts
+
+
+def _mmcv_voxelize(pts, max_points, max_voxels):
+    from mmcv.ops import voxelization
+    vox, coors, num = voxelization(
+        torch.from_numpy(pts), VOXEL, PCR, max_points, max_voxels, True)
+    return vox.numpy(), num.numpy(), coors.numpy()
+
+
+# ---------------------------------------------------------------------------
+# check_points
+
+
+def test_check_points():
+    pts = np.zeros((4, 5), np.float64)
+    out = check_points(pts, 5)
+    assert out.dtype == np.float32 and out.shape == (4, 5)
+    assert check_points(np.empty(0), 5).shape == (0, 5)
+    assert check_points(np.empty((0, 5)), 5).shape == (0, 5)
+    with pytest.raises(PointCloudError, match='4 features.*expects 5'):
+        check_points(np.zeros((3, 4)), 5)
+    with pytest.raises(PointCloudError, match='2-D'):
+        check_points(np.zeros(5), 5)
+    bad = np.zeros((6, 5), np.float32)
+    bad[1, 3] = np.nan
+    bad[4, 0] = np.inf
+    with pytest.raises(PointCloudError, match='2 of 6 points.*row 1'):
+        check_points(bad, 5)
+    kept, dropped = check_points(bad, 5, drop_invalid=True,
+                                 return_num_dropped=True)
+    assert kept.shape == (4, 5) and dropped == 2
+    # beyond float32's range is inf after the conversion
+    with pytest.raises(PointCloudError):
+        check_points(np.full((1, 5), 1e300), 5)
+    with pytest.raises(PointCloudError, match='numeric'):
+        check_points(np.array([['a'] * 5]), 5)
+    assert issubclass(PointCloudError, UserInputError)
+
+
+# ---------------------------------------------------------------------------
+# voxelize
+
+
+@pytest.mark.parametrize('seed,n,max_points,max_voxels', [
+    (0, 3000, 8, 2000),
+    (1, 5000, 4, 300),  # overflow: later voxels dropped
+    (2, 1, 8, 10),
+    (3, 2000, 1, 5000),
+])
+def test_voxelize_matches_mmcv(seed, n, max_points, max_voxels):
+    rng = np.random.default_rng(seed)
+    pts = _with_boundaries(rng, _cloud(rng, n))
+    # many points in a few voxels (max_points truncation)
+    pts[:n // 10, :3] = rng.uniform(0, 0.4, (n // 10, 3))
+    ref_vox, ref_num, ref_coors = _mmcv_voxelize(pts, max_points, max_voxels)
+    vox, num, coors = voxelize(pts, VOXEL, PCR, max_points, max_voxels)
+    assert vox.dtype == np.float32 and num.dtype == np.int32
+    assert coors.dtype == np.int32
+    np.testing.assert_array_equal(coors, ref_coors)
+    np.testing.assert_array_equal(num, ref_num)
+    np.testing.assert_array_equal(vox, ref_vox)
+
+
+def test_voxelize_empty_and_overflow():
+    vox, num, coors = voxelize(np.zeros((0, 5), np.float32), VOXEL, PCR, 4,
+                               10)
+    assert vox.shape == (0, 4, 5) and num.shape == (0, ) and \
+        coors.shape == (0, 3)
+    # all points outside the range
+    far = np.full((7, 5), 100.0, np.float32)
+    assert voxelize(far, VOXEL, PCR, 4, 10)[0].shape == (0, 4, 5)
+    rng = np.random.default_rng(5)
+    pts = _cloud(rng, 2000)
+    with pytest.raises(VoxelOverflowError, match='max_voxels=50'):
+        voxelize(pts, VOXEL, PCR, 4, 50, on_overflow='error')
+    assert voxelize(pts, VOXEL, PCR, 4, 5000, on_overflow='error')[0].shape[
+        0] <= 1600
+    with pytest.raises(UserInputError, match='on_overflow'):
+        voxelize(pts, VOXEL, PCR, 4, 50, on_overflow='raise')
+    with pytest.raises(UserInputError, match='max_points'):
+        voxelize(pts, VOXEL, PCR, 0, 50)
+    with pytest.raises(UserInputError, match='point_cloud_range'):
+        voxelize(pts, VOXEL, [1, 1, 1, 0, 0, 0], 4, 50)
+
+
+# ---------------------------------------------------------------------------
+# decorate_pillars
+
+
+@pytest.mark.parametrize('with_distance,scaled', [(False, False),
+                                                  (True, True)])
+def test_decorate_matches_point_decoration(with_distance, scaled):
+    from mmdet3d.models.voxel_encoders import PillarFeatureNet
+
+    from mmdet3d_vitis.quantization.partition import PointDecoration
+    encoder = PillarFeatureNet(
+        in_channels=5, feat_channels=[16], with_distance=with_distance,
+        with_cluster_center=True, with_voxel_center=True, voxel_size=VOXEL,
+        point_cloud_range=PCR, legacy=False)
+    deco = PointDecoration(encoder)
+    rng = np.random.default_rng(7)
+    pts = _cloud(rng, 3000)
+    vox, num, coors = voxelize(pts, VOXEL, PCR, 8, 2000)
+    scale = None
+    if scaled:
+        scale = 2.0**rng.integers(-3, 3, deco.out_channels)
+        deco.input_scale.copy_(torch.from_numpy(scale).float())
+    coors4 = np.concatenate([np.zeros((len(coors), 1), np.int32), coors], 1)
+    with torch.no_grad():
+        ref = deco(torch.from_numpy(vox), torch.from_numpy(num),
+                   torch.from_numpy(coors4)).numpy()
+    out = decorate_pillars(vox, num, coors, VOXEL, PCR,
+                           with_distance=with_distance, input_scale=scale)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert out.shape == (1, deco.out_channels, len(num), 8)
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
+    with pytest.raises(UserInputError, match='num_points'):
+        decorate_pillars(vox, num * 0, coors, VOXEL, PCR)
+
+
+# ---------------------------------------------------------------------------
+# scatter_pillars
+
+
+def test_scatter_matches_pointpillars_scatter():
+    from mmdet3d.models.middle_encoders import PointPillarsScatter
+    rng = np.random.default_rng(3)
+    h, w, c, m = 30, 40, 16, 500
+    cells = rng.choice(h * w, m, replace=False)
+    coors = np.stack([np.zeros(m), cells // w, cells % w], 1).astype(np.int32)
+    feats = rng.normal(size=(m, c)).astype(np.float32)
+    ref = PointPillarsScatter(c, [h, w])(
+        torch.from_numpy(feats),
+        torch.from_numpy(np.concatenate([np.zeros((m, 1)), coors],
+                                        1).astype(np.int32)),
+        batch_size=1).numpy()
+    out = scatter_pillars(feats, coors, (h, w))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref)
+    # the pillar encoder's (1, C, M, 1) output is accepted as is
+    np.testing.assert_array_equal(
+        scatter_pillars(feats.T[None, :, :, None], coors, (h, w)), ref)
+    # duplicates: the later pillar wins
+    dup = np.concatenate([coors, coors[:3]])
+    feats2 = np.concatenate([feats, feats[:3] + 100])
+    out = scatter_pillars(feats2, dup, (h, w))
+    np.testing.assert_array_equal(out[0, :, coors[0, 1], coors[0, 2]],
+                                  feats[0] + 100)
+    with pytest.raises(UserInputError, match='outside'):
+        scatter_pillars(feats, coors, (h, w - 10))
+
+
+# ---------------------------------------------------------------------------
+# rotated IoU / NMS
+
+
+def _random_bev_boxes(rng, n, spread=6.0):
+    return np.stack([
+        rng.uniform(-spread, spread, n),
+        rng.uniform(-spread, spread, n),
+        rng.uniform(0.3, 5, n),
+        rng.uniform(0.3, 5, n),
+        rng.uniform(-4, 4, n)
+    ], 1).astype(np.float32)
+
+
+def test_rotated_iou_matches_mmcv():
+    from mmcv.ops import box_iou_rotated
+    rng = np.random.default_rng(11)
+    boxes = _random_bev_boxes(rng, 200)
+    # identical, same-centre, axis-aligned touching and nested boxes
+    boxes[1] = boxes[0]
+    boxes[2] = [0, 0, 2, 2, 0]
+    boxes[3] = [2, 0, 2, 2, 0]
+    boxes[4] = [0, 0, 2, 2, np.pi / 2]
+    boxes[5] = [0, 0, 1, 1, 0.3]
+    boxes[6] = [0.5, 0.5, 1, 1, 0]
+    ref = box_iou_rotated(torch.from_numpy(boxes),
+                          torch.from_numpy(boxes)).numpy()
+    ours = np.stack([rotated_iou_bev(b, boxes) for b in boxes])
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert ours[0, 1] == pytest.approx(1.0) and ours[2, 3] == 0
+    assert ours[2, 4] == pytest.approx(1.0)
+
+
+def test_nms_matches_mmcv():
+    from mmcv.ops import nms_rotated
+    rng = np.random.default_rng(12)
+    boxes = _random_bev_boxes(rng, 800, spread=15)
+    scores = rng.permutation(800).astype(np.float32) / 800
+    for thr in (0.01, 0.2, 0.5):
+        keep_ref = nms_rotated(torch.from_numpy(boxes),
+                               torch.from_numpy(scores), thr)[1].numpy()
+        np.testing.assert_array_equal(nms_rotated_bev(boxes, scores, thr),
+                                      keep_ref)
+
+
+# ---------------------------------------------------------------------------
+# AnchorDecoder vs Anchor3DHead.predict_by_feat
+
+
+
+@pytest.fixture(scope='module')
+def small_head():
+    from mmengine.config import Config
+
+    from mmdet3d.registry import MODELS
+    cfg = Config.fromfile(CONFIG)
+    model = MODELS.build(cfg.model)
+    head = model.pts_bbox_head.eval()
+    return head, cfg.model.pts_bbox_head, cfg.model.test_cfg.pts
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_anchor_decoder_matches_anchor3d_head(small_head, seed):
+    from mmdet3d.structures import LiDARInstance3DBoxes
+    head, head_cfg, test_cfg = small_head
+    dec = AnchorDecoder.from_config(head_cfg, test_cfg)
+    assert dec.num_anchors == head.num_anchors
+    h = w = 50
+    rng = np.random.default_rng(seed)
+    a, c, k = head.num_anchors, head.num_classes, head.box_code_size
+    cls = rng.normal(-4.0, 1.2, (1, a * c, h, w)).astype(np.float32)
+    box = rng.normal(0, 0.3, (1, a * k, h, w)).astype(np.float32)
+    dirs = rng.normal(0, 1, (1, a * 2, h, w)).astype(np.float32)
+    # anchors equal mmdet3d's
+    ref_anchors = head.prior_generator.grid_anchors(
+        [(h, w)], device='cpu')[0].reshape(-1, k).numpy()
+    np.testing.assert_allclose(dec.anchors((h, w)), ref_anchors, atol=1e-5)
+    with torch.no_grad():
+        ref = head.predict_by_feat(
+            [torch.from_numpy(cls)], [torch.from_numpy(box)],
+            [torch.from_numpy(dirs)],
+            [dict(box_type_3d=LiDARInstance3DBoxes)],
+            cfg=test_cfg)[0]
+    out = dec(cls, box, dirs)
+    ref_boxes = ref.bboxes_3d.tensor.numpy()
+    ref_scores = ref.scores_3d.numpy()
+    ref_labels = ref.labels_3d.numpy()
+    assert len(ref_scores) > 20  # the test exercises thresholds and NMS
+    assert out['bboxes'].shape == ref_boxes.shape
+    o1 = np.lexsort((out['labels'], -out['scores']))
+    o2 = np.lexsort((ref_labels, -ref_scores))
+    np.testing.assert_array_equal(out['labels'][o1], ref_labels[o2])
+    np.testing.assert_allclose(out['scores'][o1], ref_scores[o2], atol=1e-4)
+    np.testing.assert_allclose(out['bboxes'][o1], ref_boxes[o2], atol=1e-4)
+
+
+def test_anchor_decoder_rejects_bad_maps(small_head):
+    _, head_cfg, test_cfg = small_head
+    dec = AnchorDecoder.from_config(head_cfg, test_cfg)
+    with pytest.raises(UserInputError, match='cls_score'):
+        dec(np.zeros((1, 3, 5, 5)), np.zeros((1, 126, 5, 5)),
+            np.zeros((1, 28, 5, 5)))
+    empty = dec(np.full((140, 4, 4), -20.0), np.zeros((126, 4, 4)),
+                np.zeros((28, 4, 4)))
+    assert empty['bboxes'].shape == (0, 9) and empty['labels'].shape == (0, )
+
+
+# ---------------------------------------------------------------------------
+# fuzz: check_points -> voxelize -> decorate -> scatter
+
+FUZZ_PCR = [-4.0, -4.0, -2.0, 4.0, 4.0, 2.0]
+FUZZ_VOXEL = [0.5, 0.5, 4.0]  # 16 x 16 x 1
+
+
+@st.composite
+def clouds(draw):
+    n = draw(st.integers(0, 120))
+    kind = draw(st.sampled_from(['uniform', 'one_voxel', 'wide', 'tiny']))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    if kind == 'uniform':
+        pts = rng.uniform(-6, 6, (n, 4))
+    elif kind == 'one_voxel':
+        pts = np.tile(rng.uniform(0, 0.5, (1, 4)), (n, 1))
+    elif kind == 'wide':
+        pts = rng.choice([-1e30, -1e6, -4.0, 4.0, 0.0, 1e6, 1e30, 3.9999],
+                         (n, 4))
+    else:
+        pts = rng.uniform(-1e-30, 1e-30, (n, 4))
+    if n and draw(st.booleans()):
+        rows = rng.integers(0, n, draw(st.integers(1, 3)))
+        pts[rows, rng.integers(0, 4, rows.size)] = rng.choice(
+            [np.nan, np.inf, -np.inf, 1e300], rows.size)
+    return pts
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(clouds(), st.booleans(), st.integers(1, 5), st.integers(1, 40))
+def test_fuzz_glue_pipeline(pts, drop_invalid, max_points, max_voxels):
+    try:
+        checked = check_points(pts, 4, drop_invalid=drop_invalid)
+    except PointCloudError:
+        with np.errstate(over='ignore'):
+            assert not drop_invalid and not np.isfinite(
+                pts.astype(np.float32)).all()
+        return
+    assert np.isfinite(checked).all() and checked.shape[1] == 4
+    vox, num, coors = voxelize(checked, FUZZ_VOXEL, FUZZ_PCR, max_points,
+                               max_voxels)
+    m = vox.shape[0]
+    assert vox.shape == (m, max_points, 4) and m <= max_voxels
+    assert num.shape == (m, ) and coors.shape == (m, 3)
+    assert m == 0 or (num.min() >= 1 and num.max() <= max_points)
+    assert np.all((coors >= 0) & (coors < [1, 16, 16]))
+    feats = decorate_pillars(vox, num, coors, FUZZ_VOXEL, FUZZ_PCR)
+    assert feats.shape == (1, 10, m, max_points)
+    assert np.isfinite(feats).all()
+    canvas = scatter_pillars(feats[0, :, :, 0].T, coors, (16, 16))
+    assert canvas.shape == (1, 10, 16, 16) and np.isfinite(canvas).all()
+    try:
+        voxelize(checked, FUZZ_VOXEL, FUZZ_PCR, max_points, max_voxels,
+                 on_overflow='error')
+    except VoxelOverflowError:
+        assert m == max_voxels
