@@ -30,6 +30,7 @@ from mmdet3d.structures import Det3DDataSample
 from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
+from ..checkpoint import check_checkpoint_matches
 from .partition import partition_detector
 
 
@@ -55,6 +56,8 @@ class VitisPartitionedDetector(Base3DDetector):
         if isinstance(detector, dict):
             detector = MODELS.build(detector)
         if checkpoint is not None:
+            # mmengine only warns about missing keys: refuse another model's.
+            check_checkpoint_matches(detector, checkpoint)
             load_checkpoint(detector, checkpoint, map_location='cpu')
         partition = partition_detector(detector, voxel_padding)
         super().__init__(
