@@ -96,6 +96,25 @@ def test_voxelize_matches_mmcv(seed, n, max_points, max_voxels):
     np.testing.assert_array_equal(vox, ref_vox)
 
 
+@pytest.mark.parametrize('voxel_size,pcr', [
+    ([0.16, 0.16, 4], [0, -39.68, -3, 69.12, 39.68, 1]),  # KITTI
+    ([0.3, 0.7, 0.15], [-3.3, -2.1, -1, 3.3, 2.1, 1.1]),
+])
+def test_voxelize_matches_mmcv_on_grid_lines(voxel_size, pcr):
+    """Points snapped to voxel boundaries: float32 rounding must agree."""
+    from mmcv.ops import voxelization
+    rng = np.random.default_rng(21)
+    n = 4000
+    pts = rng.uniform(np.array(pcr[:3]) - 1, np.array(pcr[3:]) + 1, (n, 3))
+    pts[:n // 2] = (rng.integers(-2, 450, (n // 2, 3)) * np.array(voxel_size)
+                    + np.array(pcr[:3]))
+    pts = np.concatenate([pts, rng.normal(size=(n, 1))], 1).astype(np.float32)
+    ref = voxelization(torch.from_numpy(pts), voxel_size, pcr, 5, 3000, True)
+    out = voxelize(pts, voxel_size, pcr, 5, 3000)
+    for ours, theirs in zip((out[0], out[2], out[1]), ref):
+        np.testing.assert_array_equal(ours, theirs.numpy())
+
+
 def test_voxelize_empty_and_overflow():
     vox, num, coors = voxelize(np.zeros((0, 5), np.float32), VOXEL, PCR, 4,
                                10)
@@ -234,7 +253,6 @@ def test_nms_matches_mmcv():
 # AnchorDecoder vs Anchor3DHead.predict_by_feat
 
 
-
 @pytest.fixture(scope='module')
 def small_head():
     from mmengine.config import Config
@@ -246,17 +264,24 @@ def small_head():
     return head, cfg.model.pts_bbox_head, cfg.model.test_cfg.pts
 
 
-@pytest.mark.parametrize('seed', [0, 1])
-def test_anchor_decoder_matches_anchor3d_head(small_head, seed):
+@pytest.mark.parametrize('seed,overrides', [
+    (0, {}),  # the config's test_cfg: max_num=500 truncates
+    (1, dict(max_num=5000, nms_thr=0.01)),  # ~650 boxes suppressed by NMS
+    (11, dict(max_num=5000, nms_thr=0.5, nms_pre=3000, score_thr=0.2)),
+])
+def test_anchor_decoder_matches_anchor3d_head(small_head, seed, overrides):
+    from mmengine.config import ConfigDict
+
     from mmdet3d.structures import LiDARInstance3DBoxes
     head, head_cfg, test_cfg = small_head
+    test_cfg = ConfigDict({**test_cfg, **overrides})
     dec = AnchorDecoder.from_config(head_cfg, test_cfg)
     assert dec.num_anchors == head.num_anchors
     h = w = 50
     rng = np.random.default_rng(seed)
     a, c, k = head.num_anchors, head.num_classes, head.box_code_size
-    cls = rng.normal(-4.0, 1.2, (1, a * c, h, w)).astype(np.float32)
-    box = rng.normal(0, 0.3, (1, a * k, h, w)).astype(np.float32)
+    cls = rng.normal(-4.0, 1.5, (1, a * c, h, w)).astype(np.float32)
+    box = rng.normal(0, 0.5, (1, a * k, h, w)).astype(np.float32)
     dirs = rng.normal(0, 1, (1, a * 2, h, w)).astype(np.float32)
     # anchors equal mmdet3d's
     ref_anchors = head.prior_generator.grid_anchors(
@@ -274,8 +299,10 @@ def test_anchor_decoder_matches_anchor3d_head(small_head, seed):
     ref_labels = ref.labels_3d.numpy()
     assert len(ref_scores) > 20  # the test exercises thresholds and NMS
     assert out['bboxes'].shape == ref_boxes.shape
-    o1 = np.lexsort((out['labels'], -out['scores']))
-    o2 = np.lexsort((ref_labels, -ref_scores))
+    # float32 sigmoids collide: equal (score, label) pairs are ordered by x
+    o1 = np.lexsort((np.round(out['bboxes'][:, 0], 3), out['labels'],
+                     -out['scores']))
+    o2 = np.lexsort((np.round(ref_boxes[:, 0], 3), ref_labels, -ref_scores))
     np.testing.assert_array_equal(out['labels'][o1], ref_labels[o2])
     np.testing.assert_allclose(out['scores'][o1], ref_scores[o2], atol=1e-4)
     np.testing.assert_allclose(out['bboxes'][o1], ref_boxes[o2], atol=1e-4)
@@ -287,6 +314,9 @@ def test_anchor_decoder_rejects_bad_maps(small_head):
     with pytest.raises(UserInputError, match='cls_score'):
         dec(np.zeros((1, 3, 5, 5)), np.zeros((1, 126, 5, 5)),
             np.zeros((1, 28, 5, 5)))
+    with pytest.raises(UserInputError, match='NaN or inf'):
+        dec(np.full((140, 4, 4), np.nan), np.zeros((126, 4, 4)),
+            np.zeros((28, 4, 4)))
     empty = dec(np.full((140, 4, 4), -20.0), np.zeros((126, 4, 4)),
                 np.zeros((28, 4, 4)))
     assert empty['bboxes'].shape == (0, 9) and empty['labels'].shape == (0, )

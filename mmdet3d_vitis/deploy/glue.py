@@ -15,7 +15,7 @@ that overflows ``max_voxels`` when asked to fail) raises a subclass of
 :class:`mmdet3d_vitis.errors.UserInputError` with a one-line message;
 anything else escaping these functions is a bug.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def _as_array(name: str, value, ndim: Optional[int] = None,
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise error(f'{name} is not an array: {exc}') from None
-    if arr.dtype.kind not in 'biuf':
+    if arr.dtype.kind not in 'iuf':
         raise error(f'{name} must be numeric, got dtype {arr.dtype}')
     if ndim is not None and arr.ndim != ndim:
         raise error(f'{name} must have {ndim} dimensions, got shape '
@@ -293,7 +293,7 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
             f'voxels {tuple(vox.shape)}, num_points {tuple(npts.shape)} and '
             f'coors {tuple(crs.shape)} disagree: expected ({num_voxels},) '
             f'and ({num_voxels}, 3)')
-    if npts.dtype.kind == 'f' or crs.dtype.kind == 'f':
+    if npts.dtype.kind not in 'iu' or crs.dtype.kind not in 'iu':
         raise DeployInputError('num_points and coors must be integers')
     if num_voxels and (npts.min() < 1 or npts.max() > max_points):
         raise DeployInputError(
@@ -301,25 +301,9 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
             f'{int(npts.min())}..{int(npts.max())}')
     vs = _float_vector('voxel_size', voxel_size, 3)
     pcr = _float_vector('point_cloud_range', point_cloud_range, 6)
-    feats = np.asarray(vox, dtype=np.float32)
-    xyz = feats[:, :, :3]
-    parts = [feats]
-    if with_cluster_center:
-        # padded slots are zero, so the sum over all slots is the sum over
-        # the valid points (as in the encoder)
-        mean = xyz.sum(axis=1, keepdims=True) / npts.astype(
-            np.float32).reshape(-1, 1, 1)
-        parts.append(xyz - mean)
-    if with_voxel_center:
-        size32 = vs.astype(np.float32)
-        offset32 = (vs / 2 + pcr[:3]).astype(np.float32)
-        centre = crs[:, ::-1].astype(np.float32) * size32 + offset32
-        parts.append(xyz - centre[:, None, :])
-    if with_distance:
-        parts.append(np.sqrt((xyz * xyz).sum(axis=2, keepdims=True)))
-    out = np.concatenate(parts, axis=2)  # (M, P, C)
-    channels = out.shape[2]
-    out[np.arange(max_points)[None, :] >= npts[:, None]] = 0
+    channels = (num_features + 3 * bool(with_cluster_center) +
+                3 * bool(with_voxel_center) + bool(with_distance))
+    scale = None
     if input_scale is not None:
         scale = _as_array('input_scale', input_scale).astype(
             np.float32).reshape(-1)
@@ -327,8 +311,31 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
             raise DeployInputError(
                 f'input_scale has {scale.shape[0]} values, the decorated '
                 f'features have {channels} channels')
-        out *= scale
-    return np.ascontiguousarray(out.transpose(2, 0, 1)[None])
+    # Written straight into the (C, M, P) output, channel block by block.
+    out = np.empty((1, channels, num_voxels, max_points), np.float32)
+    dst = out[0]
+    dst[:num_features] = np.asarray(vox, np.float32).transpose(2, 0, 1)
+    xyz = dst[:3]  # (3, M, P)
+    ch = num_features
+    if with_cluster_center:
+        # padded slots are zero, so the sum over all slots is the sum over
+        # the valid points (as in the encoder)
+        mean = xyz.sum(axis=2) / npts.astype(np.float32)
+        np.subtract(xyz, mean[:, :, None], out=dst[ch:ch + 3])
+        ch += 3
+    if with_voxel_center:
+        size32 = vs.astype(np.float32)
+        offset32 = (vs / 2 + pcr[:3]).astype(np.float32)
+        centre = (crs[:, ::-1].astype(np.float32) * size32 + offset32).T
+        np.subtract(xyz, centre[:, :, None], out=dst[ch:ch + 3])
+        ch += 3
+    if with_distance:
+        np.sqrt((xyz * xyz).sum(axis=0), out=dst[ch])
+    valid = np.arange(max_points, dtype=npts.dtype)[None, :] < npts[:, None]
+    dst *= valid.astype(np.float32)
+    if scale is not None:
+        dst *= scale[:, None, None]
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +370,7 @@ def scatter_pillars(features, coors, grid_hw: Sequence[int]) -> np.ndarray:
             f'features must be (M, C) or (1, C, M, 1), got shape '
             f'{tuple(feats.shape)}')
     crs = _as_array('coors', coors, ndim=2)
-    if crs.shape != (feats.shape[0], 3) or crs.dtype.kind == 'f':
+    if crs.shape != (feats.shape[0], 3) or crs.dtype.kind not in 'iu':
         raise DeployInputError(
             f'coors must be ({feats.shape[0]}, 3) integers (z, y, x), got '
             f'{tuple(crs.shape)} {crs.dtype}')
@@ -707,7 +714,11 @@ class AnchorDecoder:
                 f'{name} must be ({self.num_anchors * per_anchor}, H, W) '
                 f'(num_anchors {self.num_anchors} x {per_anchor}), got shape '
                 f'{tuple(np.shape(value))}')
-        return np.asarray(arr, np.float32)
+        arr = np.asarray(arr, np.float32)
+        if not np.isfinite(arr).all():
+            raise DeployInputError(
+                f'{name} holds NaN or inf values (a corrupt subgraph output?)')
+        return arr
 
     def __call__(self, cls_score, bbox_pred, dir_cls_pred
                  ) -> Dict[str, np.ndarray]:
