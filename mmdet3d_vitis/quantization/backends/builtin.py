@@ -164,6 +164,18 @@ class BuiltinBackend(QuantBackend):
         atomic_write_json(self.quant_info_path, info)
         return self.quant_info_path
 
+    def export_onnx(self, name: str, qmod: nn.Module, example_inputs,
+                    path: str) -> dict:
+        """Write the frozen DPU subgraph ``name`` (``qmod``, as returned by
+        :meth:`wrap`) to ``path`` as a QDQ ONNX model (int8, power-of-two
+        scales, zero point 0), atomically; after :meth:`export_quant_config`
+        (calib) or in test mode.  Returns the per-tensor scales and the
+        ONNX input / output names (see
+        :func:`.onnx_export.export_subgraph_onnx`)."""
+        from .onnx_export import export_subgraph_onnx
+        qmod = self._own(name, qmod)
+        return export_subgraph_onnx(qmod, example_inputs, path)
+
     def _quant_info(self) -> dict:
         param, output = OrderedDict(), OrderedDict()
         for qmod in self._subgraphs.values():
