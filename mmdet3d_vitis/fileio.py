@@ -14,6 +14,10 @@ def atomic_write(path: str, write_fn: Callable) -> None:
     fd, tmp = tempfile.mkstemp(
         dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
     try:
+        # mkstemp makes 0600 files; give the result what open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, 'wb') as f:
             write_fn(f)
             f.flush()
