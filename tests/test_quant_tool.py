@@ -370,13 +370,26 @@ def test_config_without_plugin_import(quant_tool, tmp_path,
 
 @pytest.mark.parametrize('flag', ['--dump_xmodel', '--dump-xmodel',
                                   '--deploy'])
-def test_dump_xmodel_is_refused_before_any_work(quant_tool, tmp_path, flag):
+def test_dump_xmodel_outside_test_mode_is_refused_before_any_work(
+        quant_tool, tmp_path, flag):
+    # --dump_xmodel is implemented for --quant_mode test with the builtin
+    # backend (tests/test_deploy_pipeline.py); elsewhere it is refused
     with pytest.raises(UserInputError,
-                       match='--dump_xmodel is not implemented yet'):
+                       match='--dump_xmodel needs --quant_mode test'):
         # neither file exists: the refusal comes first
         quant_tool.main([str(tmp_path / 'no_config.py'),
                          str(tmp_path / 'no.pth'), flag, '--quant_dir',
                          str(tmp_path / 'q')])
+    assert os.listdir(tmp_path) == []
+
+
+def test_dump_xmodel_with_nndct_is_refused_before_any_work(
+        quant_tool, tmp_path):
+    with pytest.raises(UserInputError, match='XIR xmodel export'):
+        quant_tool.main([str(tmp_path / 'no_config.py'),
+                         str(tmp_path / 'no.pth'), '--quant_mode', 'test',
+                         '--dump_xmodel', '--backend', 'nndct',
+                         '--quant_dir', str(tmp_path / 'q')])
     assert os.listdir(tmp_path) == []
 
 

@@ -4,13 +4,17 @@
         [--calib_len 500] [--calib_sample_method {random,sequential}]
         [--seed 0] [--quant_dir quantize_result] [--bitwidth 8]
         [--fast_finetune] [--fft_len 300] [--backend {auto,nndct,builtin}]
+        [--dump_xmodel [--deploy_dir DIR]]
         [--inspect] [--work-dir DIR] [--cfg-options key=value ...]
 
 ``--quant_mode calib`` (default) calibrates on ``--calib_len`` frames of the
 train split (test pipeline) and writes QUANT_DIR/quant_info.json, the
 backend's state and QUANT_DIR/calib.json; ``--quant_mode test`` evaluates
 the float and the int8 model with the config's test evaluator and writes
-QUANT_DIR/report.json; ``--quant_mode float`` evaluates the float
+QUANT_DIR/report.json (with ``--dump_xmodel`` also the deploy folder
+QUANT_DIR/deploy or ``--deploy_dir``: ``pillar_encoder_int.onnx``,
+``bev_int.onnx`` and ``pipeline.json``, builtin backend only);
+``--quant_mode float`` evaluates the float
 partitioned model (QUANT_DIR/float.json); ``--inspect`` prints the per-layer
 DPU/CPU table on the first test frame (QUANT_DIR/inspect.json) and stops.
 Every flag is accepted with underscores (as in the zoo) or dashes.  See
@@ -74,7 +78,13 @@ def parse_args(argv=None):
     parser.add_argument(
         *_flag('dump_xmodel'), '--deploy', dest='dump_xmodel',
         action='store_true',
-        help='export the xmodel for the DPU compiler (not implemented yet)')
+        help='test mode, builtin backend: also write the deploy folder '
+        '(one int8 QDQ ONNX file per DPU subgraph + pipeline.json, run by '
+        'mmdet3d_vitis.deploy.Pipeline); the nndct xmodel export is not '
+        'implemented yet')
+    parser.add_argument(
+        *_flag('deploy_dir'), dest='deploy_dir', default=None,
+        help='where --dump_xmodel writes (default QUANT_DIR/deploy)')
     parser.add_argument('--backend', choices=BACKEND_CHOICES,
                         default=defaults.backend,
                         help='auto: nndct when pytorch_nndct imports, else '

@@ -73,7 +73,7 @@ from ..version import __version__
 from .backends import (BACKEND_CHOICES, BACKENDS, QuantBackend,
                        QuantStateError, get_backend)
 from .inspector import format_table, inspect_detector
-from .partition import PILLAR_ENCODER, partition_detector
+from .partition import BEV, PILLAR_ENCODER, partition_detector
 from .partitioned_detector import VitisPartitionedDetector
 
 __all__ = [
@@ -82,7 +82,8 @@ __all__ = [
     'calib_dataset_cfg', 'calibrate', 'collect_subgraph_inputs',
     'compare_summaries', 'evaluate', 'format_comparison', 'head_outputs',
     'load_float_detector', 'load_quant_config', 'quantize_model',
-    'run_quant', 'select_indices', 'eval_dataset_cfg'
+    'run_quant', 'select_indices', 'eval_dataset_cfg', 'DEPLOY_DIR',
+    'deploy_manifest', 'export_deploy', 'load_test_model'
 ]
 
 CALIB_FILE = 'calib.json'
@@ -91,6 +92,12 @@ FLOAT_REPORT_FILE = 'float.json'
 INSPECT_FILE = 'inspect.json'
 SAMPLE_METHODS = ('random', 'sequential')
 QUANT_MODES = ('float', 'calib', 'test')
+DEPLOY_DIR = 'deploy'
+NNDCT_DUMP_MESSAGE = (
+    '--dump_xmodel with the nndct backend needs the Vitis AI XIR xmodel '
+    'export, which mmdet3d_vitis does not implement yet; calibrate and test '
+    'with --backend builtin to export the deploy folder (QDQ ONNX subgraphs '
+    '+ pipeline.json)')
 
 
 @dataclass
@@ -107,6 +114,7 @@ class QuantOptions:
     fast_finetune: bool = False
     fft_len: int = 300
     dump_xmodel: bool = False
+    deploy_dir: Optional[str] = None
     backend: str = 'auto'
     inspect: bool = False
     work_dir: Optional[str] = None
@@ -114,15 +122,20 @@ class QuantOptions:
 
     def validate(self) -> None:
         """Option values, before any work is done."""
-        if self.dump_xmodel:
-            raise UserInputError(
-                '--dump_xmodel is not implemented yet (the xmodel export and '
-                'DPU deployment come in a later version); run --quant_mode '
-                'calib / test without it')
         if self.quant_mode not in QUANT_MODES:
             raise UserInputError(
                 f'--quant_mode must be one of {", ".join(QUANT_MODES)}, got '
                 f'{self.quant_mode!r}')
+        if self.dump_xmodel and (self.quant_mode != 'test' or self.inspect):
+            raise UserInputError(
+                '--dump_xmodel needs --quant_mode test (it exports the '
+                'calibrated model: run --quant_mode calib first, then '
+                '--quant_mode test --dump_xmodel)')
+        if self.dump_xmodel and self.backend == 'nndct':
+            raise UserInputError(NNDCT_DUMP_MESSAGE)
+        if self.deploy_dir is not None and not self.dump_xmodel:
+            raise UserInputError('--deploy_dir is only used with '
+                                 '--dump_xmodel')
         if self.calib_sample_method not in SAMPLE_METHODS:
             raise UserInputError(
                 '--calib_sample_method must be one of '
@@ -559,12 +572,223 @@ class _Staging:
 
 
 # ---------------------------------------------------------------------------
+# deploy folder (--dump_xmodel)
+# ---------------------------------------------------------------------------
+def _jsonable(value):
+    """Config values -> plain JSON (ConfigDicts, tuples, numpy)."""
+    return _plain(json.loads(json.dumps(
+        value.to_dict() if hasattr(value, 'to_dict') else value,
+        default=lambda v: v.tolist() if hasattr(v, 'tolist') else str(v))))
+
+
+def _pipeline_transform(cfg: Config, type_name: str) -> Optional[dict]:
+    """The first transform of the test pipeline of type ``type_name``
+    (looking inside MultiScaleFlipAug3D)."""
+    stack = list(_test_pipeline(cfg))
+    while stack:
+        t = stack.pop(0)
+        if not isinstance(t, dict):
+            continue
+        if t.get('type') == type_name:
+            return t
+        stack = list(t.get('transforms', [])) + stack
+    return None
+
+
+def _onnx_shapes(path: str) -> Tuple[Dict[str, list], Dict[str, list]]:
+    import onnx
+    graph = onnx.load(path).graph
+
+    def shapes(values):
+        return {
+            v.name: [d.dim_value if d.HasField('dim_value') else d.dim_param
+                     for d in v.type.tensor_type.shape.dim]
+            for v in values
+        }
+
+    return shapes(graph.input), shapes(graph.output)
+
+
+def deploy_manifest(cfg: Config, qmodel: QuantizedModel,
+                    exported: Dict[str, dict], files: Dict[str, str],
+                    shapes: Dict[str, Tuple[dict, dict]],
+                    source: Optional[dict] = None) -> dict:
+    """``pipeline.json``'s content (see :mod:`mmdet3d_vitis.deploy.manifest`)
+    for ``qmodel`` whose subgraphs were exported (``exported``: what
+    ``export_onnx`` returned, ``files``: their file names, ``shapes``:
+    their ONNX input / output shapes by name)."""
+    from ..deploy.manifest import FORMAT, VERSION
+    partition = qmodel.model.partition
+    dec = partition.decoration
+    head = partition.bbox_head
+    detector = qmodel.detector
+    head_attr = 'pts_bbox_head' if hasattr(detector,
+                                           'pts_bbox_head') else 'bbox_head'
+    head_cfg = _jsonable(cfg.model[head_attr])
+    test_cfg = _jsonable(head.test_cfg)
+    channels = int(dec.out_channels)
+    num_features = channels - 3 * bool(dec.with_cluster_center) - 3 * bool(
+        dec.with_voxel_center) - bool(dec.with_distance)
+    load = _pipeline_transform(cfg, 'LoadPointsFromFile') or {}
+    sweeps = _pipeline_transform(cfg, 'LoadPointsFromMultiSweeps')
+    voxel_layer = partition.data_preprocessor.voxel_layer
+    bev_c, bev_h, bev_w = partition.bev_shape()
+    class_names = cfg.get('class_names') or cfg.test_dataloader.dataset.get(
+        'metainfo', {}).get('classes')
+    if not class_names:
+        raise UserInputError('the config names no classes (class_names or '
+                             'test_dataloader.dataset.metainfo.classes)')
+
+    def tensors(name, kind):
+        in_shapes, out_shapes = shapes[name]
+        by_name = in_shapes if kind == 'inputs' else out_shapes
+        return [dict(name=e['name'], shape=by_name.get(e['name']),
+                     tensor=e['tensor'], fix_pos=e['fix_pos'],
+                     scale=e['scale'])
+                for e in exported[name][kind]]
+
+    per_level = 3 if head.use_direction_classifier else 2
+    roles = ('cls_score', 'bbox_pred', 'dir_cls_pred')[:per_level]
+    bev_outputs = exported[BEV]['outputs']
+    head_outputs_ = [dict(name=e['name'], role=roles[i % per_level],
+                          level=i // per_level)
+                     for i, e in enumerate(bev_outputs)]
+    return dict(
+        format=FORMAT,
+        version=VERSION,
+        model=dict(type=type(detector).__name__,
+                   class_names=list(class_names)),
+        points=dict(
+            num_features=num_features,
+            load_dim=load.get('load_dim'),
+            use_dim=_jsonable(load.get('use_dim')),
+            sweeps_num=None if sweeps is None else sweeps.get('sweeps_num'),
+            sweeps_use_dim=None if sweeps is None else _jsonable(
+                sweeps.get('use_dim')),
+            note='points as the test pipeline hands them to the detector '
+            '(after multi-sweep merging): num_features columns'),
+        voxelization=dict(
+            voxel_size=[float(v) for v in voxel_layer.voxel_size],
+            point_cloud_range=[float(v)
+                               for v in voxel_layer.point_cloud_range],
+            max_num_points=int(voxel_layer.max_num_points),
+            max_voxels=int(partition.max_voxels)),
+        decoration=dict(
+            with_cluster_center=bool(dec.with_cluster_center),
+            with_voxel_center=bool(dec.with_voxel_center),
+            with_distance=bool(dec.with_distance),
+            channels=channels,
+            input_scale=[float(v) for v in dec.input_scale.tolist()],
+            num_voxels=int(shapes[PILLAR_ENCODER][0][
+                exported[PILLAR_ENCODER]['inputs'][0]['name']][2])),
+        scatter=dict(grid_hw=[int(bev_h), int(bev_w)], channels=int(bev_c)),
+        subgraphs=[
+            dict(name=name, file=files[name],
+                 inputs=tensors(name, 'inputs'),
+                 outputs=tensors(name, 'outputs'),
+                 opset=exported[name].get('opset'))
+            for name in (PILLAR_ENCODER, BEV)
+        ],
+        head=dict(
+            type=type(head).__name__,
+            num_classes=int(head.num_classes),
+            anchor_generator=head_cfg.get('anchor_generator'),
+            bbox_coder=dict(head_cfg.get('bbox_coder', {}),
+                            code_size=int(head.box_code_size)),
+            use_direction_classifier=bool(head.use_direction_classifier),
+            dir_offset=float(head.dir_offset),
+            dir_limit_offset=float(head.dir_limit_offset),
+            loss_cls=dict(use_sigmoid=bool(head.use_sigmoid_cls)),
+            outputs=head_outputs_),
+        test_cfg=dict(
+            score_thr=float(test_cfg.get('score_thr', 0.0)),
+            nms_pre=int(test_cfg.get('nms_pre', -1)),
+            nms_thr=float(test_cfg['nms_thr']),
+            max_num=int(test_cfg['max_num']),
+            use_rotate_nms=bool(test_cfg.get('use_rotate_nms', False))),
+        source=dict(source or {}, mmdet3d_vitis=__version__,
+                    created=time.strftime('%Y-%m-%dT%H:%M:%S')))
+
+
+def _check_deployable(qmodel: QuantizedModel) -> None:
+    partition = qmodel.model.partition
+    names = qmodel.model.subgraph_names
+    if names != [PILLAR_ENCODER, BEV]:
+        raise UserInputError(
+            f'--dump_xmodel supports PointPillars-type models (DPU subgraphs '
+            f'{PILLAR_ENCODER}, {BEV}) only; this model has {names}')
+    if getattr(partition.decoration, 'legacy', False):
+        raise UserInputError(
+            '--dump_xmodel: the deploy glue implements PillarFeatureNet with '
+            'legacy=False only; this model uses legacy=True')
+    if not hasattr(qmodel.backend, 'export_onnx'):
+        raise UserInputError(NNDCT_DUMP_MESSAGE)
+
+
+def export_deploy(cfg: Config, qmodel: QuantizedModel, deploy_dir: str,
+                  source: Optional[dict] = None) -> dict:
+    """Write the deploy folder of ``qmodel`` (int8 state loaded): one QDQ
+    ONNX file per DPU subgraph (``<name>_int.onnx``) and ``pipeline.json``.
+
+    Staged in a temporary folder next to ``deploy_dir`` and renamed into
+    place at the end (a failure leaves ``deploy_dir`` as it was; an existing
+    one is replaced as a whole).  Returns the manifest.
+    """
+    from ..deploy.manifest import MANIFEST_FILE, validate_manifest
+    _check_deployable(qmodel)
+    head_attr = 'pts_bbox_head' if hasattr(qmodel.detector,
+                                           'pts_bbox_head') else 'bbox_head'
+    head_type = cfg.model[head_attr].get('type')
+    if head_type != 'Anchor3DHead':
+        raise UserInputError(f'--dump_xmodel supports Anchor3DHead, not '
+                             f'{head_type}')
+    deploy_dir = osp.abspath(deploy_dir)
+    if osp.exists(deploy_dir) and not osp.isdir(deploy_dir):
+        raise UserInputError(
+            f'--deploy_dir {deploy_dir!r} exists and is not a folder')
+    parent = osp.dirname(deploy_dir)
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f'.{osp.basename(deploy_dir)}.staging-',
+                             dir=parent)
+    try:
+        exported, files, shapes = {}, {}, {}
+        for name in qmodel.model.subgraph_names:
+            files[name] = f'{name}_int.onnx'
+            path = osp.join(stage, files[name])
+            print(f'exporting DPU subgraph {name} to {files[name]}',
+                  flush=True)
+            exported[name] = qmodel.backend.export_onnx(
+                name, qmodel.qmods[name], qmodel.model.example_inputs(name),
+                path)
+            shapes[name] = _onnx_shapes(path)
+        manifest = deploy_manifest(cfg, qmodel, exported, files, shapes,
+                                   source)
+        validate_manifest(json.loads(json.dumps(manifest)), stage)
+        atomic_write_json(osp.join(stage, MANIFEST_FILE), manifest)
+        _share(stage)
+        if osp.isdir(deploy_dir):
+            old = tempfile.mkdtemp(prefix=f'.{osp.basename(deploy_dir)}.old-',
+                                   dir=parent)
+            os.rename(deploy_dir, osp.join(old, 'old'))
+            os.rename(stage, deploy_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(stage, deploy_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    print(f'wrote the deploy folder {deploy_dir} '
+          f'({", ".join(files.values())}, {MANIFEST_FILE})')
+    return manifest
+
+
+# ---------------------------------------------------------------------------
 # the modes
 # ---------------------------------------------------------------------------
 def _settings(opts: QuantOptions) -> dict:
     keys = ('config', 'checkpoint', 'quant_mode', 'quant_dir', 'backend',
             'bitwidth', 'fast_finetune', 'calib_len', 'calib_sample_method',
-            'seed', 'fft_len', 'cfg_options')
+            'seed', 'fft_len', 'cfg_options', 'dump_xmodel', 'deploy_dir')
     settings = {k: v for k, v in asdict(opts).items() if k in keys}
     return _plain(json.loads(json.dumps(settings, default=str)))
 
@@ -655,8 +879,10 @@ def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
     return info
 
 
-def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
-    start = time.time()
+def load_test_model(opts: QuantOptions, detector: nn.Module
+                    ) -> Tuple[QuantizedModel, Optional[dict], bool]:
+    """The int8 model from the state ``calib`` left in ``opts.quant_dir``:
+    ``(qmodel, calib.json's content or None, fast_finetune)``."""
     calib = _read_calib_json(opts.quant_dir)
     fast_finetune = opts.fast_finetune
     if calib and calib.get('fast_finetune') and not fast_finetune:
@@ -668,6 +894,8 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         backend_name = calib['backend']  # the one that calibrated
     backend = get_backend(backend_name, quant_mode='test',
                           output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    if opts.dump_xmodel and not hasattr(backend, 'export_onnx'):
+        raise UserInputError(NNDCT_DUMP_MESSAGE)
     try:
         # Loads (and checks) the calibration state before anything runs.
         qmodel = quantize_model(
@@ -680,6 +908,19 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         # the backends name their folder --output_dir; here it is
         raise QuantStateError(
             str(e).replace('--output_dir', '--quant_dir')) from e
+    return qmodel, calib, fast_finetune
+
+
+def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
+    start = time.time()
+    qmodel, calib, fast_finetune = load_test_model(opts, detector)
+    backend = qmodel.backend
+    deploy = None
+    if opts.dump_xmodel:
+        deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
+        export_deploy(cfg, qmodel, deploy_dir,
+                      source=dict(_settings(opts), calib=calib))
+        deploy = osp.abspath(deploy_dir)
     work_dir = _work_dir(opts, cfg)
     float_metrics, float_summary = evaluate(cfg, detector, work_dir, 'float')
     int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
@@ -702,6 +943,7 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         fast_finetune=fast_finetune,
         subgraphs=qmodel.model.subgraph_names,
         calib=calib,
+        deploy_dir=deploy,
         settings=_settings(opts),
         work_dir=work_dir,
         seconds=round(time.time() - start, 3),
