@@ -62,3 +62,52 @@ def mmdet3d_default_scope():
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmdet3d'):
         yield
+
+
+def quant_test_options(root):
+    """data_options plus few NMS candidates: random weights score every
+    anchor alike."""
+    return data_options(root) + [
+        'model.test_cfg.pts.nms_pre=100', 'model.test_cfg.pts.max_num=50'
+    ]
+
+
+def save_random_small_checkpoint(path, spread_cls_scores=False):
+    """A seeded random-init checkpoint of the small PointPillars config.
+
+    ``spread_cls_scores``: mmdet3d's init gives every anchor almost the same
+    logit, so int8 scores tie in large groups and top-k / NMS picks among
+    equal scores differ between implementations; wider classification
+    weights spread the scores out.
+    """
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import mmdet3d_vitis  # noqa: F401
+    from mmdet3d.registry import MODELS
+    init_default_scope('mmdet3d')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(SMALL_PP_CONFIG).model)
+    if spread_cls_scores:
+        head = model.pts_bbox_head
+        torch.nn.init.normal_(head.conv_cls.weight, std=0.2)
+        torch.nn.init.zeros_(head.conv_cls.bias)
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'experiment_name': 'random_init_small_pp'}}, path)
+    return path
+
+
+def randomize_bn(module, seed=0):
+    """Non-trivial BN statistics and affine parameters, eval mode."""
+    import torch
+    from torch import nn
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.weight.data = torch.rand(n, generator=g) + 0.5
+            m.bias.data = torch.randn(n, generator=g) * 0.2
+            m.running_mean = torch.randn(n, generator=g) * 0.2
+            m.running_var = torch.rand(n, generator=g) + 0.5
+    return module.eval()

@@ -28,6 +28,8 @@ from mmdet3d_vitis.quantization.backends.graph import (fold_batchnorm,
 
 import brevitas.nn as qnn  # noqa: E402  (after the backend silenced it)
 
+from conftest import randomize_bn  # noqa: E402
+
 
 # ---------------------------------------------------------------------------
 # independent numpy reference of the DPU arithmetic
@@ -80,18 +82,6 @@ def set_fix_pos(module, p):
 # ---------------------------------------------------------------------------
 # small DPU subgraphs of the shapes the partition produces
 # ---------------------------------------------------------------------------
-def randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.2
-            m.running_mean = torch.randn(n, generator=g) * 0.2
-            m.running_var = torch.rand(n, generator=g) + 0.5
-    return module.eval()
-
-
 class PillarNet(nn.Module):
     """PFN-like: 1x1 conv + BN + ReLU, max over points, cat, again."""
 

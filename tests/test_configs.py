@@ -1,6 +1,5 @@
 """Configs inherit from mmdet3d, import the plugin, and fail clearly."""
 import pytest
-from mmengine.config import Config
 
 from mmdet3d_vitis.config_utils import ConfigError, load_config
 

@@ -17,12 +17,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
 
 import mmdet3d_vitis  # noqa: F401  (registers the plugin)
-from mmdet3d.registry import MODELS
 from mmdet3d_vitis.deploy import (ManifestError, Pipeline, PointCloudError,
                                   STAGES, load_manifest, rotated_iou_bev)
 from mmdet3d_vitis.errors import UserInputError
@@ -32,7 +29,8 @@ from mmdet3d_vitis.quantization.quant_runner import (build_dataset,
                                                      load_quant_config,
                                                      load_test_model)
 
-from conftest import SMALL_PP_CONFIG, data_options, load_tool
+from conftest import (SMALL_PP_CONFIG, load_tool, quant_test_options,
+                      save_random_small_checkpoint)
 
 # Of the int8 model's detections, the TOP_K highest-scoring must have a
 # Pipeline detection of the same label within CENTRE_TOL metres or with BEV
@@ -50,28 +48,14 @@ def quant_tool():
 
 @pytest.fixture(scope='module')
 def options(tiny_synthetic_root):
-    return data_options(tiny_synthetic_root) + [
-        'model.test_cfg.pts.nms_pre=100', 'model.test_cfg.pts.max_num=50'
-    ]
+    return quant_test_options(tiny_synthetic_root)
 
 
 @pytest.fixture(scope='module')
 def random_checkpoint(tmp_path_factory):
-    cfg = Config.fromfile(SMALL_PP_CONFIG)
-    init_default_scope('mmdet3d')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    # mmdet3d's init gives every anchor almost the same logit, so the int8
-    # scores tie in large groups and the top-k / NMS picks among equal
-    # scores differ between torch and numpy.  Wider classification weights
-    # spread the scores out.
-    head = model.pts_bbox_head
-    torch.nn.init.normal_(head.conv_cls.weight, std=0.2)
-    torch.nn.init.zeros_(head.conv_cls.bias)
-    path = str(tmp_path_factory.mktemp('ckpt') / 'random.pth')
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'experiment_name': 'random_init_small_pp'}}, path)
-    return path
+    return save_random_small_checkpoint(
+        str(tmp_path_factory.mktemp('ckpt') / 'random.pth'),
+        spread_cls_scores=True)
 
 
 @pytest.fixture(scope='module')

@@ -25,21 +25,11 @@ from mmdet3d_vitis.quantization.backends.onnx_export import (  # noqa: E402
     compare_in_lsb, deploy_check, format_report, run_onnxruntime)
 
 
+from conftest import randomize_bn  # noqa: E402
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.2
-            m.running_mean = torch.randn(n, generator=g) * 0.2
-            m.running_var = torch.rand(n, generator=g) + 0.5
-    return module.eval()
 
 
 class SecondBEV(nn.Module):

@@ -12,12 +12,9 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
 
 import mmdet3d_vitis  # noqa: F401  (registers the plugin)
-from mmdet3d.registry import MODELS
 from mmdet3d_vitis.checkpoint import CheckpointError
 from mmdet3d_vitis.config_utils import ConfigError
 from mmdet3d_vitis.errors import UserInputError
@@ -30,7 +27,8 @@ from mmdet3d_vitis.quantization.quant_runner import (
     build_dataset, head_outputs, load_float_detector,
     load_quant_config, quantize_model, select_indices, eval_dataset_cfg)
 
-from conftest import SMALL_PP_CONFIG, data_options, load_tool
+from conftest import (SMALL_PP_CONFIG, data_options, load_tool,
+                      quant_test_options, save_random_small_checkpoint)
 
 CALIB_LEN = 4
 
@@ -42,22 +40,13 @@ def quant_tool():
 
 @pytest.fixture(scope='module')
 def options(tiny_synthetic_root):
-    # Few NMS candidates: random weights score every anchor alike.
-    return data_options(tiny_synthetic_root) + [
-        'model.test_cfg.pts.nms_pre=100', 'model.test_cfg.pts.max_num=50'
-    ]
+    return quant_test_options(tiny_synthetic_root)
 
 
 @pytest.fixture(scope='module')
 def random_checkpoint(tmp_path_factory):
-    cfg = Config.fromfile(SMALL_PP_CONFIG)
-    init_default_scope('mmdet3d')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    path = str(tmp_path_factory.mktemp('ckpt') / 'random.pth')
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'experiment_name': 'random_init_small_pp'}}, path)
-    return path
+    return save_random_small_checkpoint(
+        str(tmp_path_factory.mktemp('ckpt') / 'random.pth'))
 
 
 @pytest.fixture(scope='module')
