@@ -111,3 +111,36 @@ def randomize_bn(module, seed=0):
             m.running_mean = torch.randn(n, generator=g) * 0.2
             m.running_var = torch.rand(n, generator=g) + 0.5
     return module.eval()
+
+
+@pytest.fixture(scope='module')
+def quant_tool():
+    """tools/quant.py as a module (its ``main(argv)`` runs in-process)."""
+    return load_tool('quant')
+
+
+def second_block(ci, co, stride):
+    """A SECOND backbone stage: two 3x3 conv + BN + ReLU."""
+    from torch import nn
+    return nn.Sequential(
+        nn.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True),
+        nn.Conv2d(co, co, 3, padding=1, bias=False),
+        nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True))
+
+
+def calibrate_builtin(out_dir, name, module, inputs, fast_finetune=False):
+    """Calibrate ``module`` with the builtin backend on ``inputs`` (a list
+    of argument tuples) and export; returns (backend, wrapped module)."""
+    import torch
+    from mmdet3d_vitis.quantization.backends import get_backend
+    backend = get_backend('builtin', quant_mode='calib',
+                          output_dir=str(out_dir))
+    qmod = backend.wrap(name, module, inputs[0])
+    if fast_finetune:
+        backend.fast_finetune(name, qmod, inputs)
+    with torch.no_grad():
+        for args in inputs:
+            qmod(*args)
+    backend.export_quant_config()
+    return backend, qmod

@@ -28,7 +28,8 @@ from mmdet3d_vitis.quantization.backends.graph import (fold_batchnorm,
 
 import brevitas.nn as qnn  # noqa: E402  (after the backend silenced it)
 
-from conftest import randomize_bn  # noqa: E402
+from conftest import (calibrate_builtin, randomize_bn,  # noqa: E402
+                      second_block)
 
 
 # ---------------------------------------------------------------------------
@@ -117,14 +118,8 @@ class BEVNet(nn.Module):
     def __init__(self, c_in=8, leaky=False):
         super().__init__()
 
-        def block(ci, co, stride):
-            return nn.Sequential(
-                nn.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True),
-                nn.Conv2d(co, co, 3, padding=1, bias=False),
-                nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True))
-
-        self.blocks = nn.ModuleList([block(c_in, 16, 1), block(16, 32, 2)])
+        self.blocks = nn.ModuleList([second_block(c_in, 16, 1),
+                                     second_block(16, 32, 2)])
         self.deblocks = nn.ModuleList([
             nn.Sequential(nn.Conv2d(16, 16, 1, bias=False),
                           nn.BatchNorm2d(16, eps=1e-3), nn.ReLU()),
@@ -159,19 +154,6 @@ def pillar_inputs(n=3, seed=0):
 def bev_inputs(n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(1, 8, 16, 16, generator=g), ) for _ in range(n)]
-
-
-def calibrate(tmp_path, name, module, inputs, fast_finetune=False):
-    backend = get_backend('builtin', quant_mode='calib',
-                          output_dir=str(tmp_path))
-    qmod = backend.wrap(name, module, inputs[0])
-    if fast_finetune:
-        backend.fast_finetune(name, qmod, inputs)
-    with torch.no_grad():
-        for args in inputs:
-            qmod(*args)
-    backend.export_quant_config()
-    return backend, qmod
 
 
 def as_tuple(out):
@@ -332,7 +314,7 @@ def test_dpu_shift_limits_applied_at_export(tmp_path):
     conv.bias.data.fill_(100.0)
     net = nn.Sequential(conv)
     inputs = [(torch.full((1, 4, 2, 2), 0.01), )]
-    backend, qmod = calibrate(tmp_path, 's', net, inputs)
+    backend, qmod = calibrate_builtin(tmp_path, 's', net, inputs)
     (link, ) = qmod.convs
     assert link['input'] == 's::input_0' and link['output'] == 's::s/Conv2d[0]'
     pos = qmod.fix_positions()
@@ -364,7 +346,7 @@ def test_bn_folding_is_exact_in_float():
 def test_leaky_relu_runs_with_dpu_slope(tmp_path):
     net = randomize_bn(BEVNet(leaky=True))
     inputs = bev_inputs(2)
-    _, qmod = calibrate(tmp_path, 'bev', net, inputs)
+    _, qmod = calibrate_builtin(tmp_path, 'bev', net, inputs)
     slopes = [m.negative_slope for m in qmod.modules()
               if isinstance(m, nn.LeakyReLU)]
     assert slopes == [LEAKY_RELU_SLOPE] == [0.1015625]
@@ -396,7 +378,7 @@ def test_leaky_relu_runs_with_dpu_slope(tmp_path):
 def test_pillar_net_exact_dpu_arithmetic_and_quant_info(tmp_path):
     net = randomize_bn(PillarNet())
     inputs = pillar_inputs(3)
-    _, qmod = calibrate(tmp_path, 'pe', net, inputs)
+    _, qmod = calibrate_builtin(tmp_path, 'pe', net, inputs)
     info = json.load(open(tmp_path / 'quant_info.json'))
     assert set(info) == {'param', 'output', 'input', 'fast_finetuned',
                          'bias_corrected', 'version'}
@@ -449,7 +431,7 @@ def test_int8_close_to_float_and_test_mode_reload_is_exact(tmp_path, kind):
         net, inputs, name = randomize_bn(PillarNet()), pillar_inputs(3), 'pe'
     else:
         net, inputs, name = randomize_bn(BEVNet()), bev_inputs(3), 'bev'
-    backend, qmod = calibrate(tmp_path, name, net, inputs)
+    backend, qmod = calibrate_builtin(tmp_path, name, net, inputs)
     held_out = (pillar_inputs(1, seed=7) if kind == 'pillar' else
                 bev_inputs(1, seed=7))[0]
     with torch.no_grad():
@@ -494,7 +476,7 @@ def test_test_mode_before_calib_is_a_clear_error(tmp_path):
 def test_test_mode_rejects_state_not_matching_the_module(tmp_path):
     net = randomize_bn(PillarNet())
     inputs = pillar_inputs(2)
-    calibrate(tmp_path, 'pe', net, inputs)
+    calibrate_builtin(tmp_path, 'pe', net, inputs)
     before = sorted(os.listdir(tmp_path))
 
     def test_wrap(name, module):
@@ -534,7 +516,7 @@ def test_export_requires_calibration_data_and_writes_nothing(tmp_path):
 def test_export_is_atomic(tmp_path, monkeypatch):
     net = randomize_bn(PillarNet())
     inputs = pillar_inputs(2)
-    calibrate(tmp_path, 'pe', net, inputs)
+    calibrate_builtin(tmp_path, 'pe', net, inputs)
     old = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
 
     backend = get_backend('builtin', 'calib', str(tmp_path))
@@ -604,7 +586,7 @@ def test_fast_finetune_bias_correction_reduces_error(tmp_path):
     errors = {}
     for ft in (False, True):
         out_dir = tmp_path / str(ft)
-        backend, qmod = calibrate(out_dir, 'b', net, inputs, fast_finetune=ft)
+        backend, qmod = calibrate_builtin(out_dir, 'b', net, inputs, fast_finetune=ft)
         with torch.no_grad():
             errors[ft] = (qmod(*held_out) - ref).abs().mean().item()
         info = json.load(open(out_dir / 'quant_info.json'))

@@ -29,7 +29,7 @@ from mmdet3d_vitis.quantization.quant_runner import (build_dataset,
                                                      load_quant_config,
                                                      load_test_model)
 
-from conftest import (SMALL_PP_CONFIG, load_tool, quant_test_options,
+from conftest import (SMALL_PP_CONFIG, quant_test_options,
                       save_random_small_checkpoint)
 
 # Of the int8 model's detections, the TOP_K highest-scoring must have a
@@ -39,11 +39,6 @@ TOP_K = 20
 CENTRE_TOL = 1e-2
 IOU_MIN = 0.99
 MIN_MATCH = 0.8
-
-
-@pytest.fixture(scope='module')
-def quant_tool():
-    return load_tool('quant')
 
 
 @pytest.fixture(scope='module')

@@ -25,7 +25,8 @@ from mmdet3d_vitis.quantization.backends.onnx_export import (  # noqa: E402
     compare_in_lsb, deploy_check, format_report, run_onnxruntime)
 
 
-from conftest import randomize_bn  # noqa: E402
+from conftest import (calibrate_builtin, randomize_bn,  # noqa: E402
+                      second_block)
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -38,14 +39,8 @@ class SecondBEV(nn.Module):
     def __init__(self, c_in=8):
         super().__init__()
 
-        def block(ci, co, stride):
-            return nn.Sequential(
-                nn.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True),
-                nn.Conv2d(co, co, 3, padding=1, bias=False),
-                nn.BatchNorm2d(co, eps=1e-3), nn.ReLU(inplace=True))
-
-        self.blocks = nn.ModuleList([block(c_in, 16, 1), block(16, 32, 2)])
+        self.blocks = nn.ModuleList([second_block(c_in, 16, 1),
+                                     second_block(16, 32, 2)])
         self.deblocks = nn.ModuleList([
             nn.Sequential(nn.ConvTranspose2d(16, 16, 1, bias=False),
                           nn.BatchNorm2d(16, eps=1e-3), nn.ReLU()),
@@ -90,16 +85,6 @@ def make(kind):
     return net, inputs[:3], inputs[3]
 
 
-def calibrate(out_dir, name, net, inputs):
-    backend = get_backend('builtin', 'calib', str(out_dir))
-    qmod = backend.wrap(name, net, inputs[0])
-    with torch.no_grad():
-        for args in inputs:
-            qmod(*args)
-    backend.export_quant_config()
-    return backend, qmod
-
-
 def is_pow2(v):
     return v > 0 and math.frexp(v)[0] == 0.5
 
@@ -114,7 +99,7 @@ def is_pow2(v):
 def test_export_qdq_onnx_and_deploy_check(tmp_path, kind):
     net, calib_inputs, held_out = make(kind)
     name = {'pillar': 'pe', 'bev': 'bev'}[kind]
-    backend, qmod = calibrate(tmp_path / 'q', name, net, calib_inputs)
+    backend, qmod = calibrate_builtin(tmp_path / 'q', name, net, calib_inputs)
     path = tmp_path / f'{name}.onnx'
     info = backend.export_onnx(name, qmod, held_out, str(path))
     assert info['path'] == str(path) and path.is_file()
@@ -210,7 +195,7 @@ def test_unfrozen_module_is_refused(tmp_path):
 def test_export_is_atomic_and_test_mode_exports_the_same(tmp_path,
                                                          monkeypatch):
     net, inputs, held_out = make('pillar')
-    backend, qmod = calibrate(tmp_path / 'q', 'pe', net, inputs)
+    backend, qmod = calibrate_builtin(tmp_path / 'q', 'pe', net, inputs)
     path = tmp_path / 'pe.onnx'
     backend.export_onnx('pe', qmod, held_out, str(path))
     before = path.read_bytes()

@@ -27,15 +27,10 @@ from mmdet3d_vitis.quantization.quant_runner import (
     build_dataset, head_outputs, load_float_detector,
     load_quant_config, quantize_model, select_indices, eval_dataset_cfg)
 
-from conftest import (SMALL_PP_CONFIG, data_options, load_tool,
+from conftest import (SMALL_PP_CONFIG, data_options,
                       quant_test_options, save_random_small_checkpoint)
 
 CALIB_LEN = 4
-
-
-@pytest.fixture(scope='module')
-def quant_tool():
-    return load_tool('quant')
 
 
 @pytest.fixture(scope='module')
