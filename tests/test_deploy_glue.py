@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 
 import mmdet3d_vitis  # noqa: F401  (registers the plugin)
 from mmdet3d_vitis.deploy import (AnchorDecoder, PointCloudError,
-                                  VoxelOverflowError, check_points,
-                                  decorate_pillars, nms_rotated_bev,
-                                  rotated_iou_bev, scatter_pillars, voxelize)
+                                  ScatterCanvas, VoxelOverflowError,
+                                  check_points, decorate_pillars,
+                                  nms_rotated_bev, rotated_iou_bev,
+                                  scatter_pillars, voxelize)
 from mmdet3d_vitis.errors import UserInputError
 
 from conftest import SMALL_PP_CONFIG as CONFIG
@@ -204,6 +205,111 @@ def test_scatter_matches_pointpillars_scatter():
         scatter_pillars(feats, coors, (h, w - 10))
 
 
+def _random_frame(rng, h, w, c, m, dup=0, z=1):
+    cells = rng.choice(h * w, m, replace=False)
+    coors = np.stack([rng.integers(0, z, m), cells // w, cells % w],
+                     1).astype(np.int32)
+    if dup:
+        coors = np.concatenate([coors, coors[rng.integers(0, m, dup)]])
+        coors[m:, 0] = 0
+    feats = rng.normal(size=(coors.shape[0], c)).astype(np.float32)
+    return feats, coors
+
+
+def test_scatter_canvas_equals_scatter_pillars_over_frames():
+    rng = np.random.default_rng(5)
+    h, w, c = 30, 40, 8
+    canvas = ScatterCanvas(c, (h, w))
+    first = canvas.canvas
+    # shrinking, growing, disjoint, overlapping, duplicated, empty frames
+    sizes = [(500, 0), (50, 0), (900, 0), (900, 0), (300, 40), (0, 0),
+             (1, 0), (1200, 0), (200, 7)]
+    prev = None
+    for i, (m, dup) in enumerate(sizes):
+        feats, coors = _random_frame(rng, h, w, c, max(m, 1) if dup else m,
+                                     dup=dup)
+        if i == 3:  # same cells as the last frame, new values
+            feats = rng.normal(size=prev[0].shape).astype(np.float32)
+            coors = prev[1]
+        ref = scatter_pillars(feats, coors, (h, w))
+        if i % 2:  # the pillar encoder's padded (1, C, N, 1) output
+            enc = np.zeros((1, c, coors.shape[0] + 13, 1), np.float32)
+            enc[0, :, :coors.shape[0], 0] = feats.T
+            out = canvas(enc, coors)
+        else:
+            out = canvas(feats, coors)
+        assert out is first and out.dtype == np.float32
+        np.testing.assert_array_equal(out, ref)
+        prev = (feats, coors)
+    canvas.reset()
+    assert not canvas.canvas.any()
+    feats, coors = _random_frame(rng, h, w, c, 100)
+    np.testing.assert_array_equal(canvas(feats, coors),
+                                  scatter_pillars(feats, coors, (h, w)))
+
+
+def test_scatter_canvas_matches_pointpillars_scatter_on_duplicates():
+    from mmdet3d.models.middle_encoders import PointPillarsScatter
+    rng = np.random.default_rng(7)
+    h, w, c, m = 20, 24, 4, 200
+    canvas = ScatterCanvas(c, (h, w))
+    for _ in range(3):
+        feats, coors = _random_frame(rng, h, w, c, m, dup=30, z=3)
+        out = canvas(feats, coors)
+        expected = scatter_pillars(feats, coors, (h, w))
+        np.testing.assert_array_equal(out, expected)
+        # the later pillar of a shared cell wins
+        y, x = coors[-1, 1:]
+        np.testing.assert_array_equal(out[0, :, y, x], feats[-1])
+    # without duplicates it is bit-identical to mmdet3d
+    feats, coors = _random_frame(rng, h, w, c, m)
+    ref = PointPillarsScatter(c, [h, w])(
+        torch.from_numpy(feats),
+        torch.from_numpy(np.concatenate([np.zeros((m, 1)), coors],
+                                        1).astype(np.int32)),
+        batch_size=1).numpy()
+    np.testing.assert_array_equal(canvas(feats, coors), ref)
+
+
+def test_scatter_canvas_rejects_bad_input():
+    canvas = ScatterCanvas(4, (10, 10))
+    feats = np.ones((3, 4), np.float32)
+    coors = np.zeros((3, 3), np.int32)
+    with pytest.raises(UserInputError, match='channels'):
+        canvas(np.ones((3, 5), np.float32), coors)
+    with pytest.raises(UserInputError, match='outside'):
+        canvas(feats, coors + 10)
+    with pytest.raises(UserInputError, match='slots'):
+        canvas(np.ones((1, 4, 2, 1), np.float32), coors)
+    with pytest.raises(UserInputError, match='coors'):
+        canvas(feats, np.zeros((2, 3), np.int32))
+    with pytest.raises(UserInputError, match='grid_hw'):
+        ScatterCanvas(4, (10, ))
+    # a refused frame leaves the canvas as the last good frame left it
+    good = canvas(feats, coors)
+    np.testing.assert_array_equal(good, scatter_pillars(feats, coors,
+                                                        (10, 10)))
+
+
+def test_decorate_into_reused_buffer():
+    rng = np.random.default_rng(11)
+    pts = rng.uniform(-6, 6, (400, 4)).astype(np.float32)
+    vox, num, coors = voxelize(pts, FUZZ_VOXEL, FUZZ_PCR, 5, 100)
+    m = vox.shape[0]
+    scale = rng.uniform(0.5, 2, 10).astype(np.float32)
+    ref = decorate_pillars(vox, num, coors, FUZZ_VOXEL, FUZZ_PCR,
+                           input_scale=scale)
+    buf = np.full((1, 10, m + 7, 5), 42, np.float32)
+    out = decorate_pillars(vox, num, coors, FUZZ_VOXEL, FUZZ_PCR,
+                           input_scale=scale, out=buf)
+    assert out is buf
+    np.testing.assert_array_equal(buf[:, :, :m], ref)
+    assert (buf[:, :, m:] == 42).all()  # untouched
+    with pytest.raises(UserInputError, match='out must be'):
+        decorate_pillars(vox, num, coors, FUZZ_VOXEL, FUZZ_PCR,
+                         out=np.zeros((1, 10, m - 1, 5), np.float32))
+
+
 # ---------------------------------------------------------------------------
 # rotated IoU / NMS
 
@@ -247,6 +353,70 @@ def test_nms_matches_mmcv():
                                torch.from_numpy(scores), thr)[1].numpy()
         np.testing.assert_array_equal(nms_rotated_bev(boxes, scores, thr),
                                       keep_ref)
+
+
+@pytest.mark.parametrize('max_pairs', [0, None])
+def test_nms_precomputed_pairs_equal_lazy_and_mmcv(monkeypatch, max_pairs):
+    """Both NMS paths (pairs intersected up front, or lazily when there are
+    too many) give mmcv's result, also with heavy overlap, equal scores and
+    a max_keep cut; and nms_with_pairs on a subset equals NMS of it."""
+    from mmcv.ops import nms_rotated
+    from mmdet3d_vitis.deploy import glue
+    if max_pairs is not None:
+        monkeypatch.setattr(glue, '_MAX_PAIRS', max_pairs)
+    rng = np.random.default_rng(3)
+    for spread in (2, 15):
+        boxes = _random_bev_boxes(rng, 400, spread=spread)
+        # distinct scores for mmcv (its order of equal scores is its own)
+        scores = rng.permutation(400).astype(np.float32) / 400
+        for thr in (0.1, 0.5):
+            keep_ref = nms_rotated(torch.from_numpy(boxes),
+                                   torch.from_numpy(scores), thr)[1].numpy()
+            np.testing.assert_array_equal(
+                glue.nms_rotated_bev(boxes, scores, thr), keep_ref)
+            np.testing.assert_array_equal(
+                glue.nms_rotated_bev(boxes, scores, thr, max_keep=7),
+                keep_ref[:7])
+        # equal scores: both paths break ties by index (stable order)
+        scores = (rng.integers(0, 40, 400) / 40).astype(np.float32)
+        order = np.argsort(-scores, kind='stable')
+        bx = boxes[order].astype(np.float64)
+        radius = 0.5 * np.hypot(bx[:, 2], bx[:, 3])
+        for thr in (0.1, 0.5):
+            lazy = order[glue._greedy_lazy(bx, radius, thr, None)]
+            np.testing.assert_array_equal(
+                glue.nms_rotated_bev(boxes, scores, thr), lazy)
+            pairs = glue.overlapping_pairs(boxes, thr)
+            if pairs is None:
+                continue
+            subset = np.flatnonzero(rng.random(400) < 0.5)
+            np.testing.assert_array_equal(
+                glue.nms_with_pairs(scores[subset], pairs, subset=subset),
+                subset[glue.nms_rotated_bev(boxes[subset], scores[subset],
+                                            thr)])
+
+
+def test_quantize_input_matches_the_fake_quant_input_rounding():
+    from mmdet3d_vitis.deploy.glue import quantize_input
+    from mmdet3d_vitis.quantization.backends.dpu_arithmetic import \
+        round_half_away
+    rng = np.random.default_rng(0)
+    for p in (0, 3, 7):
+        x = rng.normal(0, 40 / 2**p, 5000).astype(np.float32)
+        # exact ties, both signs, and values beyond the int8 range
+        x[:200] = (rng.integers(-300, 300, 200) + 0.5) / 2**p
+        x[200:210] = [0.49999997 / 2**p, -0.49999997 / 2**p, 127.5 / 2**p,
+                      -128.5 / 2**p, 1e6, -1e6, 0, -0.0, 0.5 / 2**p,
+                      -0.5 / 2**p]
+        ref = torch.clamp(round_half_away(torch.from_numpy(x) * 2**p), -128,
+                          127) / 2**p
+        got = quantize_input(x.copy(), p)
+        np.testing.assert_array_equal(got, ref.numpy())
+        np.testing.assert_array_equal(
+            quantize_input(x * np.float32(2.0**p), p, prescaled=True),
+            ref.numpy())
+        # idempotent: already on the grid
+        np.testing.assert_array_equal(quantize_input(got.copy(), p), got)
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +497,7 @@ def test_anchor_decoder_rejects_bad_maps(small_head):
 
 FUZZ_PCR = [-4.0, -4.0, -2.0, 4.0, 4.0, 2.0]
 FUZZ_VOXEL = [0.5, 0.5, 4.0]  # 16 x 16 x 1
+_FUZZ_CANVAS = ScatterCanvas(10, (16, 16))
 
 
 @st.composite
@@ -375,6 +546,9 @@ def test_fuzz_glue_pipeline(pts, drop_invalid, max_points, max_voxels):
     assert np.isfinite(feats).all()
     canvas = scatter_pillars(feats[0, :, :, 0].T, coors, (16, 16))
     assert canvas.shape == (1, 10, 16, 16) and np.isfinite(canvas).all()
+    # one canvas across all examples: stale cells of earlier ones cleared
+    np.testing.assert_array_equal(
+        _FUZZ_CANVAS(feats[0, :, :, 0].T, coors), canvas)
     try:
         voxelize(checked, FUZZ_VOXEL, FUZZ_PCR, max_points, max_voxels,
                  on_overflow='error')

@@ -22,7 +22,8 @@ from onnx import numpy_helper  # noqa: E402
 from mmdet3d_vitis.quantization.backends import (QuantStateError,  # noqa
                                                  get_backend)
 from mmdet3d_vitis.quantization.backends.onnx_export import (  # noqa: E402
-    compare_in_lsb, deploy_check, format_report, run_onnxruntime)
+    activation_grids, compare_in_lsb, deploy_check, format_report,
+    run_onnxruntime)
 
 
 from conftest import (calibrate_builtin, randomize_bn,  # noqa: E402
@@ -89,13 +90,7 @@ def is_pow2(v):
     return v > 0 and math.frexp(v)[0] == 0.5
 
 
-@pytest.mark.parametrize('kind', [
-    'pillar',
-    pytest.param('bev', marks=pytest.mark.xfail(
-        strict=True, reason='ONNX QuantizeLinear rounds ties to even, the '
-        'DPU half up: 1-LSB tie differences of intermediate activations '
-        'grow to several LSBs at the head outputs'))
-])
+@pytest.mark.parametrize('kind', ['pillar', 'bev'])
 def test_export_qdq_onnx_and_deploy_check(tmp_path, kind):
     net, calib_inputs, held_out = make(kind)
     name = {'pillar': 'pe', 'bev': 'bev'}[kind]
@@ -140,12 +135,18 @@ def test_export_qdq_onnx_and_deploy_check(tmp_path, kind):
         assert o['scale'] == 2.0**-pos[o['tensor']]
     assert len(info['outputs']) == (1 if kind == 'pillar' else 3)
 
+    # every activation of these conv/ReLU/add/cat nets has a known grid,
+    # so every one gets the tie offset that makes ONNX round half up
+    grids = activation_grids(qmod)
+    assert grids and all(g is not None for g in grids.values()), grids
+    n_add = sum(n.op_type == 'Add' and n.input[1] in values and
+                values[n.input[1]].size == 1 for n in model.graph.node)
+    assert n_add == sum(g > pos[k] for k, g in grids.items())
+
     # deploy check: onnxruntime vs PyTorch, per output in LSBs
     out_scales = [o['scale'] for o in info['outputs']]
     check = deploy_check(qmod, str(path), held_out, out_scales)
     print(f'\n[{kind}]\n' + format_report(check))
-    # ORT == the same graph rounding ties to even, bit for bit
-    assert all(r['max_abs_lsb'] == 0 for r in check['vs_half_even'])
     with torch.no_grad():
         dpu = qmod(*held_out)
     dpu = dpu if isinstance(dpu, tuple) else (dpu, )
@@ -153,13 +154,18 @@ def test_export_qdq_onnx_and_deploy_check(tmp_path, kind):
     for t, o, s in zip(dpu, ort, out_scales):
         d = (o.astype(np.float64) - t.double().numpy()) / s
         assert np.array_equal(d, np.round(d))  # whole LSBs, on the grid
-    # the differences come only from ties rounded differently
-    if check['n_round_differ'] == 0:
-        assert all(r['n_differ'] == 0 for r in check['vs_dpu'])
-    # the brief's bound: <= 1 LSB of each output's scale everywhere.
-    # Holds for the pillar encoder (one requantization before the output);
-    # NOT for the deeper BEV net, where 1-LSB tie differences of
-    # intermediate tensors propagate through the following convs (xfail).
+    # the held-out data does hit ties that plain ONNX rounds differently
+    # (the BEV net's outputs were 3-5 LSB off before the tie offsets) ...
+    assert check['n_round_differ'] > 0
+    if kind == 'bev':
+        assert max(r['max_abs_lsb'] for r in check['vs_half_even']) > 1
+    # ... and only the float network input's ties stay uncorrected
+    assert all(t['tie_corrected'] for t in check['ties']
+               if t['kind'] == 'act')
+    if check['n_uncorrected'] == 0:
+        assert all(r['n_differ'] == 0 for r in check['vs_dpu']), \
+            format_report(check)
+    # the bound: <= 1 LSB of each output's scale everywhere
     for r in check['vs_dpu']:
         assert r['max_abs_lsb'] <= 1, format_report(check)
 

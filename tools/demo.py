@@ -1,5 +1,7 @@
 """`make demo`: synthetic data -> train the small PointPillars -> evaluate
--> quantize to int8 for the DPU (PTQ, then PTQ + fast finetune) -> compare.
+-> quantize to int8 for the DPU (PTQ, then PTQ + fast finetune) -> export
+the PTQ model's deploy folder, check it and evaluate the deployed pipeline
+(numpy glue + onnxruntime) -> compare.
 
 Each stage runs the same command a user would (printed before it runs) and
 is skipped when its output already exists, so an interrupted demo resumes.
@@ -64,8 +66,10 @@ def stage_test(args, ckpt, cfg_options):
         return json.load(f)['summary']
 
 
-def stage_quant(args, ckpt, cfg_options, name, extra):
-    """calib then test with tools/quant.py; returns its float/int8 summary."""
+def stage_quant(args, ckpt, cfg_options, name, extra, deploy=False):
+    """calib then test with tools/quant.py (``deploy``: test with
+    --dump_xmodel, which writes QUANT_DIR/deploy and its deploy check);
+    returns its float/int8 summary."""
     quant_dir = osp.join(args.work_dir, name)
     common = [sys.executable, 'tools/quant.py', SMALL_CONFIG, ckpt,
               '--quant_dir', quant_dir, '--work-dir', quant_dir]
@@ -74,7 +78,9 @@ def stage_quant(args, ckpt, cfg_options, name, extra):
                       str(args.calib_len), '--calib_sample_method', 'random',
                       '--seed', str(args.seed)] + extra +
             ['--cfg-options'] + cfg_options)
-    run(common + ['--quant_mode', 'test', '--cfg-options'] + cfg_options)
+    run(common + ['--quant_mode', 'test'] +
+        (['--dump_xmodel'] if deploy else []) + ['--cfg-options'] +
+        cfg_options)
     with open(osp.join(REPO, quant_dir, 'report.json')) as f:
         report = json.load(f)
     with open(osp.join(REPO, quant_dir, 'calib.json')) as f:
@@ -83,7 +89,21 @@ def stage_quant(args, ckpt, cfg_options, name, extra):
                 backend=report['backend'], quant_dir=quant_dir,
                 calib_frames=calib['calib_len'],
                 fast_finetune=report['fast_finetune'],
-                calib_seconds=calib['seconds'])
+                calib_seconds=calib['seconds'],
+                deploy_dir=report.get('deploy_dir'),
+                deploy_check=report.get('deploy_check'))
+
+
+def stage_deploy_test(args, deploy_dir, cfg_options):
+    """The deployed pipeline (numpy glue + onnxruntime) on the same val
+    set, with the config's evaluator: tools/deploy_test.py."""
+    out = osp.join(args.work_dir, 'int8_deployed', 'metrics.json')
+    run([sys.executable, 'tools/deploy_test.py', deploy_dir, SMALL_CONFIG,
+         '--work-dir', osp.join(args.work_dir, 'int8_deployed'),
+         '--out-json', out, '--cfg-options'] + cfg_options)
+    with open(osp.join(REPO, out)) as f:
+        result = json.load(f)
+    return dict(result, deploy_dir=deploy_dir)
 
 
 def main():
@@ -116,13 +136,19 @@ def main():
     for name, extra in (('int8_ptq', []),
                         ('int8_fast_finetune',
                          ['--fast_finetune', '--fft_len', str(args.fft_len)])):
-        result = stage_quant(args, ckpt, cfg_options, name, extra)
+        result = stage_quant(args, ckpt, cfg_options, name, extra,
+                             deploy=name == 'int8_ptq')
         update_report(report, name, result)
         rows[name] = result['int8']
+        if name == 'int8_ptq':
+            deployed = stage_deploy_test(args, result['deploy_dir'],
+                                         cfg_options)
+            update_report(report, 'int8_deployed', deployed)
+            rows['int8_ptq_deployed (ORT)'] = deployed['summary']
     print('\n== float vs int8 on synthetic mini_val')
-    print(f'{"model":<22s} {"mAP":>8s} {"NDS":>8s} {"car AP":>8s}')
+    print(f'{"model":<26s} {"mAP":>8s} {"NDS":>8s} {"car AP":>8s}')
     for name, summary in rows.items():
-        print(f'{name:<22s} {summary["mAP"]:8.4f} {summary["NDS"]:8.4f} '
+        print(f'{name:<26s} {summary["mAP"]:8.4f} {summary["NDS"]:8.4f} '
               f'{summary["per_class_AP"].get("car", float("nan")):8.4f}')
     print(f'report: {report}')
 

@@ -4,7 +4,7 @@
         [--calib_len 500] [--calib_sample_method {random,sequential}]
         [--seed 0] [--quant_dir quantize_result] [--bitwidth 8]
         [--fast_finetune] [--fft_len 300] [--backend {auto,nndct,builtin}]
-        [--dump_xmodel [--deploy_dir DIR]]
+        [--dump_xmodel [--deploy_dir DIR] [--deploy_check_frames 3]]
         [--inspect] [--work-dir DIR] [--cfg-options key=value ...]
 
 ``--quant_mode calib`` (default) calibrates on ``--calib_len`` frames of the
@@ -13,7 +13,8 @@ backend's state and QUANT_DIR/calib.json; ``--quant_mode test`` evaluates
 the float and the int8 model with the config's test evaluator and writes
 QUANT_DIR/report.json (with ``--dump_xmodel`` also the deploy folder
 QUANT_DIR/deploy or ``--deploy_dir``: ``pillar_encoder_int.onnx``,
-``bev_int.onnx`` and ``pipeline.json``, builtin backend only);
+``bev_int.onnx`` and ``pipeline.json``, builtin backend only, then its
+deploy check against the PyTorch int8 model: QUANT_DIR/deploy_check.json);
 ``--quant_mode float`` evaluates the float
 partitioned model (QUANT_DIR/float.json); ``--inspect`` prints the per-layer
 DPU/CPU table on the first test frame (QUANT_DIR/inspect.json) and stops.
@@ -85,6 +86,13 @@ def parse_args(argv=None):
     parser.add_argument(
         *_flag('deploy_dir'), dest='deploy_dir', default=None,
         help='where --dump_xmodel writes (default QUANT_DIR/deploy)')
+    parser.add_argument(
+        *_flag('deploy_check_frames'), dest='deploy_check_frames', type=int,
+        default=defaults.deploy_check_frames,
+        help='with --dump_xmodel: check the deploy folder against the '
+        'PyTorch int8 model on this many test frames (subgraph outputs in '
+        'LSBs, end-to-end detections) and write QUANT_DIR/deploy_check.json;'
+        ' 0 skips the check')
     parser.add_argument('--backend', choices=BACKEND_CHOICES,
                         default=defaults.backend,
                         help='auto: nndct when pytorch_nndct imports, else '

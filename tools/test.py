@@ -1,5 +1,9 @@
 """Evaluate a checkpoint with the config's test loop and evaluator.
 
+A quantization-aware training checkpoint (written by ``DPUQATHook``) is
+evaluated as the int8 fake-quant model it holds, with the QAT config or
+the float one.
+
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]
                          [--out-json metrics.json] [--cfg-options ...]
 """
@@ -14,7 +18,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmdet3d_vitis  # noqa: F401,E402  (registers components)
-from mmdet3d_vitis.checkpoint import check_checkpoint_matches  # noqa: E402
+from mmdet3d_vitis.checkpoint import (check_checkpoint_matches,  # noqa: E402
+                                      load_checkpoint_file)
+from mmdet3d_vitis.hooks import ensure_qat_hook  # noqa: E402
 from mmdet3d_vitis.cli import run_cli  # noqa: E402
 from mmdet3d_vitis.config_utils import load_config  # noqa: E402
 from mmdet3d_vitis.report import (atomic_write_json, format_summary,  # noqa
@@ -40,10 +46,15 @@ def main(argv=None):
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    # A quantization-aware training checkpoint: the DPUQATHook rebuilds the
+    # int8 model when mmengine loads it (and checks its keys), so the
+    # fake-quant model is what is evaluated.
+    qat = ensure_qat_hook(cfg, load_checkpoint_file(args.checkpoint))
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))
-    # mmengine only warns about missing keys; refuse another model's weights.
-    check_checkpoint_matches(runner.model, args.checkpoint)
+    if not qat:
+        # mmengine only warns about missing keys; refuse another model's.
+        check_checkpoint_matches(runner.model, args.checkpoint)
     metrics = runner.test()
     summary = summarize_nuscenes_metrics(metrics)
     if summary.get('per_class_AP'):

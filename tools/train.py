@@ -2,6 +2,11 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]]
                                  [--cfg-options key=value ...]
+
+Quantization-aware training: a config with ``custom_hooks =
+[dict(type='DPUQATHook', ...)]`` and ``load_from`` a float checkpoint (e.g.
+configs/pointpillars/pointpillars_small_secfpn_synthetic-nus-3d_qat.py);
+``--resume`` continues a QAT run from its checkpoint without recalibrating.
 """
 import argparse
 import os.path as osp
@@ -17,6 +22,7 @@ import mmdet3d_vitis  # noqa: F401,E402  (registers components)
 from mmdet3d_vitis.checkpoint import load_checkpoint_file  # noqa: E402
 from mmdet3d_vitis.cli import run_cli  # noqa: E402
 from mmdet3d_vitis.config_utils import load_config  # noqa: E402
+from mmdet3d_vitis.hooks import ensure_qat_hook  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,7 +54,8 @@ def main(argv=None):
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
     if cfg.get('load_from'):
-        load_checkpoint_file(cfg.load_from)  # fail now, not after setup
+        # fail now, not after setup; a QAT checkpoint needs its hook
+        ensure_qat_hook(cfg, load_checkpoint_file(cfg.load_from))
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))
     runner.train()

@@ -9,15 +9,22 @@ deploy folder's ``pipeline.json`` and :class:`Pipeline`
 the DPU subgraphs' ONNX files with ONNX Runtime.
 """
 from .glue import (AnchorDecoder, DeployInputError, PointCloudError,
-                   VoxelOverflowError, check_points, decorate_pillars,
+                   ScatterCanvas, VoxelOverflowError, check_points,
+                   decorate_pillars,
                    nms_rotated_bev, rotated_iou_bev, scatter_pillars,
                    voxelize)
 from .manifest import MANIFEST_FILE, ManifestError, load_manifest
 from .pipeline import STAGES, Pipeline
+from .evaluate import (ConfigMismatchError, NoDetectionsError,
+                       evaluate_pipeline)
+from .bev_plot import plot_bev
 
 __all__ = [
     'AnchorDecoder', 'DeployInputError', 'MANIFEST_FILE', 'ManifestError',
     'Pipeline', 'STAGES', 'load_manifest', 'PointCloudError',
+    'ScatterCanvas',
     'VoxelOverflowError', 'check_points', 'decorate_pillars',
-    'nms_rotated_bev', 'rotated_iou_bev', 'scatter_pillars', 'voxelize'
+    'nms_rotated_bev', 'rotated_iou_bev', 'scatter_pillars', 'voxelize',
+    'ConfigMismatchError', 'NoDetectionsError', 'evaluate_pipeline',
+    'plot_bev'
 ]

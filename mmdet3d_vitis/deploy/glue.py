@@ -23,8 +23,9 @@ from ..errors import UserInputError
 
 __all__ = [
     'DeployInputError', 'PointCloudError', 'VoxelOverflowError',
-    'check_points', 'voxelize', 'decorate_pillars', 'scatter_pillars',
-    'rotated_iou_bev', 'nms_rotated_bev', 'AnchorDecoder'
+    'check_points', 'voxelize', 'decorate_pillars', 'quantize_input',
+    'scatter_pillars',
+    'ScatterCanvas', 'rotated_iou_bev', 'nms_rotated_bev', 'AnchorDecoder'
 ]
 
 
@@ -215,9 +216,18 @@ def voxelize(points, voxel_size: Sequence[float],
     point_ids = np.flatnonzero(inside)
     cell = cell[point_ids].astype(np.int64)  # (x, y, z)
     key = (cell[:, 2] * grid[1] + cell[:, 1]) * grid[0] + cell[:, 0]
-    _, first, inverse = np.unique(key, return_index=True,
-                                  return_inverse=True)
-    inverse = inverse.reshape(-1)
+    # One stable sort groups the points by voxel, each group in point
+    # order: its first element is the voxel's first point, its position in
+    # the group the point's slot.
+    order = np.argsort(key, kind='stable')
+    key_sorted = key[order]
+    n = key_sorted.shape[0]
+    new_group = np.empty(n, dtype=bool)
+    new_group[:1] = True
+    np.not_equal(key_sorted[1:], key_sorted[:-1], out=new_group[1:])
+    group_start = np.flatnonzero(new_group)
+    group_of = np.cumsum(new_group) - 1  # group of each sorted point
+    first = order[group_start]  # first point (index into point_ids)
     num_total = first.shape[0]
     if on_overflow == 'error' and num_total > max_voxels:
         raise VoxelOverflowError(
@@ -225,24 +235,17 @@ def voxelize(points, voxel_size: Sequence[float],
             f'max_voxels={max_voxels}; raise max_voxels or crop the cloud '
             "(on_overflow='drop' drops the extra voxels like mmcv)")
     # Voxel ids in order of first appearance.
-    appearance = np.argsort(first, kind='stable')
+    appearance = np.argsort(first)
     rank = np.empty(num_total, dtype=np.int64)
     rank[appearance] = np.arange(num_total)
-    voxel_of = rank[inverse]
     num_voxels = min(num_total, max_voxels)
-
-    keep = voxel_of < num_voxels
-    voxel_of = voxel_of[keep]
-    kept_ids = point_ids[keep]
-    order = np.argsort(voxel_of, kind='stable')  # point order in a voxel
-    voxel_sorted = voxel_of[order]
-    counts = np.bincount(voxel_sorted, minlength=num_voxels)
-    starts = np.cumsum(counts) - counts
-    slot = np.arange(voxel_sorted.shape[0]) - starts[voxel_sorted]
-    fits = slot < max_points
+    voxel_of = rank[group_of]
+    slot = np.arange(n) - group_start[group_of]
+    fits = (voxel_of < num_voxels) & (slot < max_points)
 
     voxels = np.zeros((num_voxels, max_points, num_features), np.float32)
-    voxels[voxel_sorted[fits], slot[fits]] = pts[kept_ids[order[fits]]]
+    voxels[voxel_of[fits], slot[fits]] = pts[point_ids[order[fits]]]
+    counts = np.diff(np.append(group_start, n))[appearance[:num_voxels]]
     num_points = np.minimum(counts, max_points).astype(np.int32)
     coors = cell[first[appearance[:num_voxels]]][:, ::-1]
     return voxels, num_points, np.ascontiguousarray(coors, dtype=np.int32)
@@ -257,7 +260,7 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
                      with_cluster_center: bool = True,
                      with_voxel_center: bool = True,
                      with_distance: bool = False,
-                     input_scale=None) -> np.ndarray:
+                     input_scale=None, out=None) -> np.ndarray:
     """PillarFeatureNet's point decoration as the pillar encoder's input.
 
     Equal to mmdet3d's ``PillarFeatureNet`` (``legacy=False``) feature
@@ -270,15 +273,21 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
     normalisation) when given.
 
     Args:
-        voxels: ``(M, P, F)`` from :func:`voxelize`.
+        voxels: ``(M, P, F)`` from :func:`voxelize` (padded point slots
+            zero, as :func:`voxelize` leaves them).
         num_points: ``(M,)`` valid points per voxel, each in ``1..P``.
         coors: ``(M, 3)`` ``(z, y, x)`` voxel indices.
         voxel_size, point_cloud_range: as for :func:`voxelize`.
         input_scale: optional ``(C,)`` per-channel factors.
+        out: optional C-contiguous ``(1, C, N, P)`` float32 array with
+            ``N >= M`` (e.g. the subgraph's fixed-size input, reused from
+            frame to frame): the result is written into
+            ``out[:, :, :M]`` and ``out`` is returned; slots ``M..N`` are
+            left untouched (the caller zeroes them).
 
     Returns:
         ``(1, C, M, P)`` float32, ``C = F + 3 * with_cluster_center + 3 *
-        with_voxel_center + with_distance``.
+        with_voxel_center + with_distance`` (``out`` when given).
     """
     vox = _as_array('voxels', voxels, ndim=3)
     num_voxels, max_points, num_features = vox.shape
@@ -312,8 +321,21 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
                 f'input_scale has {scale.shape[0]} values, the decorated '
                 f'features have {channels} channels')
     # Written straight into the (C, M, P) output, channel block by block.
-    out = np.empty((1, channels, num_voxels, max_points), np.float32)
-    dst = out[0]
+    if out is None:
+        out = np.empty((1, channels, num_voxels, max_points), np.float32)
+        dst = out[0]
+    else:
+        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                or out.ndim != 4 or out.shape[0] != 1
+                or out.shape[1] != channels or out.shape[2] < num_voxels
+                or out.shape[3] != max_points
+                or not out.flags.c_contiguous):
+            raise DeployInputError(
+                f'out must be a C-contiguous float32 (1, {channels}, >= '
+                f'{num_voxels}, {max_points}) array, got '
+                f'{getattr(out, "dtype", type(out))} '
+                f'{tuple(np.shape(out))}')
+        dst = out[0, :, :num_voxels]
     dst[:num_features] = np.asarray(vox, np.float32).transpose(2, 0, 1)
     xyz = dst[:3]  # (3, M, P)
     ch = num_features
@@ -331,15 +353,111 @@ def decorate_pillars(voxels, num_points, coors, voxel_size: Sequence[float],
         ch += 3
     if with_distance:
         np.sqrt((xyz * xyz).sum(axis=0), out=dst[ch])
-    valid = np.arange(max_points, dtype=npts.dtype)[None, :] < npts[:, None]
-    dst *= valid.astype(np.float32)
+    # Padded slots of the point features (zero in ``voxels``) and of the
+    # distance (sqrt(0)) are already zero; only the centre offsets need the
+    # mask (x * 1.0 == x and x * 0.0 keeps x's sign, as masking every
+    # channel did).
+    if with_cluster_center or with_voxel_center:
+        valid = (np.arange(max_points, dtype=npts.dtype)[None, :] <
+                 npts[:, None]).astype(np.float32)
+        dst[num_features:num_features + 3 * (bool(with_cluster_center) +
+                                             bool(with_voxel_center))] *= \
+            valid
     if scale is not None:
         dst *= scale[:, None, None]
     return out
 
 
+# the one float32 below .5 whose ``x + 0.5`` rounds up to 1.0
+_BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0))
+
+
+def quantize_input(x: np.ndarray, fix_pos: int,
+                   prescaled: bool = False) -> np.ndarray:
+    """Put a DPU subgraph's float input on its int8 grid, in place, as the
+    CPU does before handing the DPU its input tensor: ``q = round(x *
+    2**fix_pos)`` with C ``round()`` (ties away from zero, exactly as
+    :func:`~mmdet3d_vitis.quantization.backends.dpu_arithmetic.
+    round_half_away`), saturated to [-128, 127], returned as ``q *
+    2**-fix_pos``.  The ONNX model's own QuantizeLinear (ties to even) then
+    leaves the values unchanged, so the deployed input matches the
+    fake-quant model's bit for bit.
+
+    ``prescaled``: ``x`` already holds ``x * 2**fix_pos`` (e.g. folded into
+    the decoration's input scale), which saves a pass.
+    """
+    scale = np.float32(2.0**int(fix_pos))
+    if not prescaled:
+        np.multiply(x, scale, out=x)  # exact: a power of two
+    # trunc(x + copysign(.5, x)) is C round() in float32 except for
+    # +-0.49999997, where the addition rounds up to 1.0
+    bad = np.abs(x) == _BELOW_HALF
+    np.add(x, np.copysign(np.float32(0.5), x), out=x)
+    np.trunc(x, out=x)
+    x[bad] = 0
+    np.clip(x, -128, 127, out=x)
+    np.multiply(x, np.float32(1.0) / scale, out=x)
+    return x
+
+
 # ---------------------------------------------------------------------------
 # 4. scatter
+
+
+def _grid_hw(grid_hw) -> Tuple[int, int]:
+    hw = [_positive_int('grid_hw', v) for v in np.asarray(grid_hw).tolist()] \
+        if np.ndim(grid_hw) == 1 and len(grid_hw) == 2 else None
+    if hw is None:
+        raise DeployInputError(f'grid_hw must be (H, W), got {grid_hw!r}')
+    return hw[0], hw[1]
+
+
+def _pillar_features(features, num_pillars: Optional[int] = None
+                     ) -> np.ndarray:
+    """``(C, M)`` view of ``(M, C)`` features or of the pillar encoder's
+    ``(1, C, N, 1)`` output (its first ``num_pillars`` columns when given,
+    else all ``N``)."""
+    feats = _as_array('features', features)
+    if feats.ndim == 4:
+        if feats.shape[0] != 1 or feats.shape[3] != 1:
+            raise DeployInputError(
+                'features must be (M, C) or the (1, C, M, 1) pillar encoder '
+                f'output, got shape {tuple(feats.shape)}')
+        if num_pillars is not None and num_pillars > feats.shape[2]:
+            raise DeployInputError(
+                f'{num_pillars} pillars but the pillar encoder output has '
+                f'{feats.shape[2]} slots')
+        return feats[0, :, :num_pillars, 0]
+    if feats.ndim != 2:
+        raise DeployInputError(
+            f'features must be (M, C) or (1, C, M, 1), got shape '
+            f'{tuple(feats.shape)}')
+    return feats.T
+
+
+def _cell_index(coors, num_pillars: int, height: int,
+                width: int) -> np.ndarray:
+    """Checked ``y * W + x`` (int64) of ``(M, 3)`` ``(z, y, x)`` coors."""
+    crs = _as_array('coors', coors, ndim=2)
+    if crs.shape != (num_pillars, 3) or crs.dtype.kind not in 'iu':
+        raise DeployInputError(
+            f'coors must be ({num_pillars}, 3) integers (z, y, x), got '
+            f'{tuple(crs.shape)} {crs.dtype}')
+    ys = crs[:, 1].astype(np.int64)
+    xs = crs[:, 2].astype(np.int64)
+    if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0
+                    or xs.max() >= width):
+        raise DeployInputError(
+            f'coors fall outside the {height} x {width} grid: y in '
+            f'{int(ys.min())}..{int(ys.max())}, x in '
+            f'{int(xs.min())}..{int(xs.max())}')
+    return ys * width + xs
+
+
+def _last_of_each_cell(index: np.ndarray) -> np.ndarray:
+    """Positions of the last pillar of each distinct cell (sorted by cell)."""
+    _, last = np.unique(index[::-1], return_index=True)
+    return index.shape[0] - 1 - last
 
 
 def scatter_pillars(features, coors, grid_hw: Sequence[int]) -> np.ndarray:
@@ -347,7 +465,8 @@ def scatter_pillars(features, coors, grid_hw: Sequence[int]) -> np.ndarray:
 
     ``canvas[:, y * W + x] = features.T``; when two pillars share a cell the
     later one wins (what torch's indexing does on the CPU; here it is
-    guaranteed).
+    guaranteed).  Allocates a new canvas per call; :class:`ScatterCanvas`
+    is the same operation on a canvas reused from frame to frame.
 
     Args:
         features: ``(M, C)`` pillar features, or the pillar encoder's
@@ -358,45 +477,93 @@ def scatter_pillars(features, coors, grid_hw: Sequence[int]) -> np.ndarray:
     Returns:
         ``(1, C, H, W)`` float32, zero where there is no pillar.
     """
-    feats = _as_array('features', features)
-    if feats.ndim == 4:
-        if feats.shape[0] != 1 or feats.shape[3] != 1:
-            raise DeployInputError(
-                'features must be (M, C) or the (1, C, M, 1) pillar encoder '
-                f'output, got shape {tuple(feats.shape)}')
-        feats = feats[0, :, :, 0].T
-    elif feats.ndim != 2:
-        raise DeployInputError(
-            f'features must be (M, C) or (1, C, M, 1), got shape '
-            f'{tuple(feats.shape)}')
-    crs = _as_array('coors', coors, ndim=2)
-    if crs.shape != (feats.shape[0], 3) or crs.dtype.kind not in 'iu':
-        raise DeployInputError(
-            f'coors must be ({feats.shape[0]}, 3) integers (z, y, x), got '
-            f'{tuple(crs.shape)} {crs.dtype}')
-    hw = [_positive_int('grid_hw', v) for v in np.asarray(grid_hw).tolist()] \
-        if np.ndim(grid_hw) == 1 and len(grid_hw) == 2 else None
-    if hw is None:
-        raise DeployInputError(f'grid_hw must be (H, W), got {grid_hw!r}')
-    height, width = hw
-    ys = crs[:, 1].astype(np.int64)
-    xs = crs[:, 2].astype(np.int64)
-    if ys.size and (ys.min() < 0 or ys.max() >= height or xs.min() < 0
-                    or xs.max() >= width):
-        raise DeployInputError(
-            f'coors fall outside the {height} x {width} grid: y in '
-            f'{int(ys.min())}..{int(ys.max())}, x in '
-            f'{int(xs.min())}..{int(xs.max())}')
-    index = ys * width + xs
-    rows = feats
+    cols = _pillar_features(features)  # (C, M)
+    height, width = _grid_hw(grid_hw)
+    index = _cell_index(coors, cols.shape[1], height, width)
     if index.size and np.bincount(index).max() > 1:
-        # keep the last pillar of each cell
-        _, last = np.unique(index[::-1], return_index=True)
-        last = index.shape[0] - 1 - last
-        index, rows = index[last], feats[last]
-    canvas = np.zeros((feats.shape[1], height * width), np.float32)
-    canvas[:, index] = rows.T
-    return canvas.reshape(1, feats.shape[1], height, width)
+        last = _last_of_each_cell(index)
+        index, cols = index[last], cols[:, last]
+    canvas = np.zeros((cols.shape[0], height * width), np.float32)
+    canvas[:, index] = cols
+    return canvas.reshape(1, cols.shape[0], height, width)
+
+
+class ScatterCanvas:
+    """:func:`scatter_pillars` onto one preallocated canvas, frame by frame.
+
+    ``PointPillarsScatter`` (and :func:`scatter_pillars`) allocate and zero
+    a ``(C, H * W)`` canvas for every frame although only the pillars' cells
+    (a few percent of a lidar BEV grid) are non-zero.  This class keeps one
+    ``(1, C, H, W)`` float32 canvas; each call zeroes the cells the previous
+    call wrote and this one does not write, then writes the new pillars with
+    one vectorised assignment.  The result equals :func:`scatter_pillars`
+    (the later pillar of a shared cell wins).
+
+    The returned array *is* the canvas: the next call overwrites it.  Copy
+    it to keep it (ONNX Runtime reads its inputs during ``run``, so feeding
+    it to a session is fine).
+
+    Args:
+        channels (int): ``C``, the pillar feature width.
+        grid_hw: ``(H, W)`` (mmdet3d's ``output_shape``).
+    """
+
+    def __init__(self, channels: int, grid_hw: Sequence[int]):
+        self.channels = _positive_int('channels', channels)
+        self.grid_hw = _grid_hw(grid_hw)
+        cells = self.grid_hw[0] * self.grid_hw[1]
+        self.canvas = np.zeros((1, self.channels) + self.grid_hw, np.float32)
+        self._flat = self.canvas.reshape(-1)  # a view
+        self._channel_offset = (np.arange(self.channels, dtype=np.int64) *
+                                cells)[:, None]
+        self._written = np.zeros(0, np.int64)  # cells of the last frame
+        # per cell: the frame that last wrote it / the pillar that did
+        self._stamp = np.zeros(cells, np.int64)
+        self._owner = np.zeros(cells, np.int64)
+        self._frame = 0
+
+    def reset(self) -> None:
+        """Zero the whole canvas."""
+        self.canvas.fill(0)
+        self._written = np.zeros(0, np.int64)
+
+    def __call__(self, features, coors) -> np.ndarray:
+        """Scatter one frame.
+
+        Args:
+            features: ``(M, C)`` pillar features or the pillar encoder's
+                ``(1, C, N, 1)`` output with ``N >= M`` (its first ``M``
+                slots are the pillars, the padding after them is ignored).
+            coors: ``(M, 3)`` ``(z, y, x)`` voxel indices (z ignored).
+
+        Returns:
+            the ``(1, C, H, W)`` float32 canvas (reused by the next call).
+        """
+        crs = _as_array('coors', coors, ndim=2)
+        cols = _pillar_features(features, crs.shape[0])  # (C, M)
+        if cols.shape[0] != self.channels:
+            raise DeployInputError(
+                f'features have {cols.shape[0]} channels, the canvas '
+                f'{self.channels}')
+        index = _cell_index(crs, cols.shape[1], *self.grid_hw)
+        num = index.shape[0]
+        pillar = np.arange(num, dtype=np.int64)
+        # a cell written twice keeps one owner: duplicates iff some pillar
+        # does not own its cell (whatever order numpy assigns in)
+        self._owner[index] = pillar
+        if num and not np.array_equal(self._owner[index], pillar):
+            last = _last_of_each_cell(index)
+            index, cols = index[last], cols[:, last]
+        self._frame += 1
+        self._stamp[index] = self._frame
+        stale = self._written[self._stamp[self._written] != self._frame]
+        if stale.size:
+            self._flat[(self._channel_offset + stale).reshape(-1)] = 0
+        if index.size:
+            self._flat[(self._channel_offset + index).reshape(-1)] = \
+                cols.reshape(-1)
+        self._written = index
+        return self.canvas
 
 
 # ---------------------------------------------------------------------------
@@ -458,6 +625,28 @@ def _clipped_edge_area(poly: np.ndarray, clip: np.ndarray,
     return np.where(valid, _cross(s0, s1), 0.0).sum(axis=1) / 2
 
 
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the rotated BEV boxes ``a[k]`` and ``b[k]``, ``(P, 5)`` each
+    (float64), with mmcv's ``box_iou_rotated`` arithmetic."""
+    # shift both to their mid-point, as mmcv does, for precision
+    shift = (a[:, :2] + b[:, :2]) / 2
+    a = a.copy()
+    a[:, :2] -= shift
+    b = b.copy()
+    b[:, :2] -= shift
+    ca, cb = _corners(a), _corners(b)
+    inter = (_clipped_edge_area(ca, cb, True) +
+             _clipped_edge_area(cb, ca, False))
+    area_a = a[:, 2] * a[:, 3]
+    area_b = b[:, 2] * b[:, 3]
+    inter = np.clip(inter, 0.0, np.minimum(area_a, area_b))
+    union = area_a + area_b - inter
+    degenerate = (area_a < 1e-14) | (area_b < 1e-14)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou = np.where(degenerate, 0.0, inter / union)
+    return iou
+
+
 def rotated_iou_bev(box, boxes) -> np.ndarray:
     """IoU of one rotated BEV box with many, like mmcv's ``box_iou_rotated``.
 
@@ -474,36 +663,177 @@ def rotated_iou_bev(box, boxes) -> np.ndarray:
     others = np.asarray(boxes, np.float64).reshape(-1, 5)
     if others.shape[0] == 0:
         return np.zeros(0)
-    # shift both to their mid-point, as mmcv does, for precision
-    shift = (ref[:, :2] + others[:, :2]) / 2
-    a = ref.repeat(others.shape[0], 0)
-    a[:, :2] -= shift
-    b = others.copy()
-    b[:, :2] -= shift
-    ca, cb = _corners(a), _corners(b)
-    inter = (_clipped_edge_area(ca, cb, True) +
-             _clipped_edge_area(cb, ca, False))
-    area_a = a[:, 2] * a[:, 3]
-    area_b = b[:, 2] * b[:, 3]
-    inter = np.clip(inter, 0.0, np.minimum(area_a, area_b))
-    union = area_a + area_b - inter
-    degenerate = (area_a < 1e-14) | (area_b < 1e-14)
+    return _pair_iou(ref.repeat(others.shape[0], 0), others)
+
+
+# IoU of at most this many candidate pairs is computed up front (in chunks
+# of _PAIR_CHUNK); beyond it NMS intersects lazily, kept box by kept box.
+_MAX_PAIRS = 400_000
+_PAIR_CHUNK = 20_000
+
+
+def _near_pairs(bx: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """``(P, 2)`` index pairs ``i < j`` whose circumscribed circles meet
+    (the same test as the lazy loop), via a k-d tree."""
+    from scipy.spatial import cKDTree
+    reach = 2 * float(radius.max()) * (1 + 1e-6) + 1e-9
+    pairs = cKDTree(bx[:, :2]).query_pairs(reach, output_type='ndarray')
+    if pairs.shape[0] == 0:
+        return pairs.reshape(0, 2).astype(np.int64)
+    i, j = pairs[:, 0], pairs[:, 1]
+    dist2 = ((bx[j, :2] - bx[i, :2])**2).sum(axis=1)
+    near = dist2 <= (radius[j] + radius[i])**2 * (1 + 1e-6)
+    pairs = pairs[near]
+    return np.sort(pairs, axis=1).astype(np.int64)
+
+
+def _may_reach(bx: np.ndarray, pairs: np.ndarray,
+               iou_thr: float) -> np.ndarray:
+    """Pairs whose IoU can reach ``iou_thr``: an upper bound from the
+    boxes' axis-aligned hulls (intersection <= the hulls' overlap and <= the
+    smaller box) and areas.  A margin keeps the bound safe for round-off;
+    the exact IoU decides the rest."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    cos, sin = np.abs(np.cos(bx[:, 4])), np.abs(np.sin(bx[:, 4]))
+    half_x = (bx[:, 2] * cos + bx[:, 3] * sin) / 2
+    half_y = (bx[:, 2] * sin + bx[:, 3] * cos) / 2
+    ox = np.minimum(bx[i, 0] + half_x[i], bx[j, 0] + half_x[j]) - np.maximum(
+        bx[i, 0] - half_x[i], bx[j, 0] - half_x[j])
+    oy = np.minimum(bx[i, 1] + half_y[i], bx[j, 1] + half_y[j]) - np.maximum(
+        bx[i, 1] - half_y[i], bx[j, 1] - half_y[j])
+    area = bx[:, 2] * bx[:, 3]
+    inter_ub = np.minimum(np.maximum(ox, 0) * np.maximum(oy, 0),
+                          np.minimum(area[i], area[j]))
     with np.errstate(divide='ignore', invalid='ignore'):
-        iou = np.where(degenerate, 0.0, inter / union)
-    return iou
+        bound = inter_ub / (area[i] + area[j] - inter_ub)
+    # NaN (degenerate boxes) stays in: the exact IoU handles it
+    return ~(bound < iou_thr * (1 - 1e-6) - 1e-12)
 
 
-def nms_rotated_bev(boxes, scores, iou_thr: float) -> np.ndarray:
+def _greedy_from_pairs(n: int, pairs: np.ndarray, suppress: np.ndarray,
+                       max_keep: Optional[int]) -> list:
+    """Greedy NMS over boxes 0..n-1 (already in score order) given the
+    pairs ``(i, j)``, ``i < j``, where a kept ``i`` suppresses ``j``."""
+    edges = pairs[suppress]
+    edges = edges[np.argsort(edges[:, 0], kind='stable')]
+    starts = np.searchsorted(edges[:, 0], np.arange(n + 1))
+    targets = edges[:, 1].tolist()
+    starts = starts.tolist()
+    alive = bytearray(b'\x01') * n
+    keep = []
+    limit = n if max_keep is None else max_keep
+    for i in range(n):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if len(keep) >= limit:
+            break
+        for j in targets[starts[i]:starts[i + 1]]:
+            alive[j] = 0
+    return keep
+
+
+def _greedy_lazy(bx: np.ndarray, radius: np.ndarray, iou_thr: float,
+                 max_keep: Optional[int]) -> list:
+    n = bx.shape[0]
+    alive = np.ones(n, dtype=bool)
+    keep = []
+    for i in range(n):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if max_keep is not None and len(keep) >= max_keep:
+            break
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        if rest.size == 0:
+            break
+        dist2 = ((bx[rest, :2] - bx[i, :2])**2).sum(axis=1)
+        near = rest[dist2 <= (radius[rest] + radius[i])**2 * (1 + 1e-6)]
+        if near.size:
+            iou = rotated_iou_bev(bx[i], bx[near])
+            alive[near[iou >= iou_thr]] = False
+    return keep
+
+
+def overlapping_pairs(boxes, iou_thr: float,
+                      groups: Optional[np.ndarray] = None):
+    """All index pairs ``(i, j)``, ``i < j``, of ``boxes`` (``(N, 5)``
+    xywhr, float64) whose IoU is ``>= iou_thr``, as ``(P, 2)`` int64;
+    with ``groups`` (``(N, G)`` bool, e.g. a box's classes) only pairs that
+    share a group.
+
+    Candidates come from a k-d tree on the centres (circumscribed circles
+    that meet), then an axis-aligned upper bound on the IoU, then the exact
+    IoU in a few vectorised batches.  Returns None when there are more than
+    ``_MAX_PAIRS`` candidates (or non-finite sizes): callers then intersect
+    lazily.
+    """
+    bx = np.asarray(boxes, np.float64).reshape(-1, 5)
+    if bx.shape[0] < 2:
+        return np.zeros((0, 2), np.int64)
+    radius = 0.5 * np.hypot(bx[:, 2], bx[:, 3])
+    if not np.isfinite(bx).all():
+        return None
+    pairs = _near_pairs(bx, radius)
+    if pairs.shape[0] > _MAX_PAIRS:
+        return None
+    if groups is not None:
+        pairs = pairs[(groups[pairs[:, 0]] & groups[pairs[:, 1]]).any(1)]
+    pairs = pairs[_may_reach(bx, pairs, iou_thr)]
+    if pairs.shape[0] == 0:
+        return pairs
+    iou = np.concatenate([
+        _pair_iou(bx[pairs[k:k + _PAIR_CHUNK, 0]],
+                  bx[pairs[k:k + _PAIR_CHUNK, 1]])
+        for k in range(0, pairs.shape[0], _PAIR_CHUNK)
+    ])
+    return pairs[iou >= iou_thr]
+
+
+def nms_with_pairs(scores, pairs: np.ndarray,
+                   max_keep: Optional[int] = None,
+                   subset: Optional[np.ndarray] = None) -> np.ndarray:
+    """Greedy NMS given the overlapping pairs of :func:`overlapping_pairs`
+    (computed once for a set of boxes): over ``subset`` (indices into that
+    set, default all), in descending ``scores[subset]`` order.  Returns
+    indices into the set, highest score first."""
+    sc = np.asarray(scores).reshape(-1)
+    idx = (np.arange(sc.shape[0]) if subset is None else
+           np.asarray(subset, np.int64).reshape(-1))
+    if subset is not None:
+        sc = sc[idx] if sc.shape[0] != idx.shape[0] else sc
+    order = np.argsort(-sc, kind='stable')
+    n = order.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64)
+    total = int(max(idx.max(), pairs.max() if pairs.size else 0)) + 1
+    rank = np.full(total, -1, np.int64)
+    rank[idx[order]] = np.arange(n)
+    r = rank[pairs] if pairs.size else np.zeros((0, 2), np.int64)
+    r = r[(r >= 0).all(axis=1)]
+    r.sort(axis=1)
+    keep = _greedy_from_pairs(n, r, np.ones(r.shape[0], bool), max_keep)
+    return idx[order[np.asarray(keep, dtype=np.int64)]]
+
+
+def nms_rotated_bev(boxes, scores, iou_thr: float,
+                    max_keep: Optional[int] = None) -> np.ndarray:
     """Greedy rotated NMS, the semantics of mmcv's ``nms_rotated``.
 
     Boxes are visited in descending score order; a box suppresses every
     later box whose IoU with it is ``>= iou_thr``.  Only pairs whose
-    circumscribed circles meet are intersected.
+    circumscribed circles meet are intersected: up to ``_MAX_PAIRS`` of
+    them up front (:func:`overlapping_pairs`) before a cheap greedy pass (no
+    numpy call per box); with more (e.g. an untrained head, where huge
+    boxes all overlap) lazily, each kept box with its surviving neighbours.
+    Both give the same result.
 
     Args:
         boxes: ``(N, 5)`` ``(x, y, w, h, angle)``.
         scores: ``(N,)``.
         iou_thr (float): IoU threshold.
+        max_keep (int, optional): stop once this many boxes are kept (the
+            first ``max_keep`` of the full result).
 
     Returns:
         int64 indices into ``boxes`` of the kept boxes, highest score first.
@@ -513,24 +843,15 @@ def nms_rotated_bev(boxes, scores, iou_thr: float) -> np.ndarray:
     if sc.shape[0] != bx.shape[0]:
         raise DeployInputError(
             f'{bx.shape[0]} boxes but {sc.shape[0]} scores')
+    if bx.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    pairs = overlapping_pairs(bx, iou_thr)
+    if pairs is not None:
+        return nms_with_pairs(sc, pairs, max_keep)
     order = np.argsort(-sc, kind='stable')
     bx = bx[order]
-    n = bx.shape[0]
     radius = 0.5 * np.hypot(bx[:, 2], bx[:, 3])
-    alive = np.ones(n, dtype=bool)
-    keep = []
-    for i in range(n):
-        if not alive[i]:
-            continue
-        keep.append(i)
-        rest = np.flatnonzero(alive[i + 1:]) + i + 1
-        if rest.size == 0:
-            break
-        dist2 = ((bx[rest, :2] - bx[i, :2])**2).sum(axis=1)
-        near = rest[dist2 <= (radius[rest] + radius[i])**2 * (1 + 1e-6)]
-        if near.size:
-            iou = rotated_iou_bev(bx[i], bx[near])
-            alive[near[iou >= iou_thr]] = False
+    keep = _greedy_lazy(bx, radius, iou_thr, max_keep)
     return order[np.asarray(keep, dtype=np.int64)]
 
 
@@ -731,26 +1052,52 @@ class AnchorDecoder:
                 f'head maps disagree on H x W: {cls_map.shape[1:]}, '
                 f'{box_map.shape[1:]}, {dir_map.shape[1:]}')
         anchors = self.anchors(hw)
-        logits = cls_map.transpose(1, 2, 0).reshape(-1, self.num_classes)
-        with np.errstate(over='ignore'):
-            scores = (1 / (1 + np.exp(-logits))).astype(np.float32)
-        deltas = box_map.transpose(1, 2, 0).reshape(-1, self.box_code_size)
-        dir_label = dir_map.transpose(1, 2, 0).reshape(-1, 2).argmax(axis=1)
-        if 0 < self.nms_pre < scores.shape[0]:
-            best = scores.max(axis=1)
+        # Anchor k = (y * W + x) * A + a; channel a * C + c of the maps.
+        # Only the best logit of every anchor is computed on the full maps
+        # (no transposed copy of them); the rest for the kept anchors only.
+        num_a = self.num_anchors
+        cls4 = cls_map.reshape(num_a, self.num_classes, -1)
+        best = cls4.max(axis=1).T.reshape(-1)
+        if 0 < self.nms_pre < best.shape[0]:
+            # the sigmoid is monotonic: rank anchors by their best logit and
+            # take the sigmoid of the nms_pre kept ones only (ties in the
+            # order are as implementation-defined as torch.topk's)
             top = np.argpartition(-best, self.nms_pre - 1)[:self.nms_pre]
             top = top[np.argsort(-best[top], kind='stable')]
-            anchors, deltas = anchors[top], deltas[top]
-            scores, dir_label = scores[top], dir_label[top]
+            anchors = anchors[top]
+        else:
+            top = np.arange(best.shape[0])
+        cell, a_idx = np.divmod(top, num_a)
+        logits = cls4[a_idx, :, cell]
+        deltas = box_map.reshape(num_a, self.box_code_size, -1)[a_idx, :,
+                                                                 cell]
+        dir_label = dir_map.reshape(num_a, 2, -1)[a_idx, :,
+                                                  cell].argmax(axis=1)
+        with np.errstate(over='ignore'):
+            scores = (1 / (1 + np.exp(-logits))).astype(np.float32)
         boxes = self.decode_boxes(anchors, deltas)
         bev = boxes[:, [0, 1, 3, 4, 6]]
+        above = scores > self.score_thr
+        # the classes share the decoded boxes: intersect them once
+        any_cand = np.flatnonzero(above.any(axis=1))
+        pairs = overlapping_pairs(bev[any_cand], self.nms_thr,
+                                  groups=above[any_cand])
+        if pairs is not None:
+            pairs = any_cand[pairs]
         keep_idx, keep_label = [], []
         for label in range(self.num_classes):
-            cand = np.flatnonzero(scores[:, label] > self.score_thr)
+            cand = np.flatnonzero(above[:, label])
             if cand.size == 0:
                 continue
-            kept = cand[nms_rotated_bev(bev[cand], scores[cand, label],
-                                        self.nms_thr)]
+            # a class's kept boxes beyond max_num can never make the final
+            # top max_num (its first max_num outrank them): stop there
+            max_keep = max(self.max_num, 1)
+            if pairs is not None:
+                kept = nms_with_pairs(scores[cand, label], pairs, max_keep,
+                                      subset=cand)
+            else:
+                kept = cand[nms_rotated_bev(bev[cand], scores[cand, label],
+                                            self.nms_thr, max_keep=max_keep)]
             keep_idx.append(kept)
             keep_label.append(np.full(kept.shape[0], label, np.int64))
         if keep_idx:

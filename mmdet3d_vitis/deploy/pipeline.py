@@ -9,9 +9,15 @@
 The folder is what ``tools/quant.py --quant_mode test --dump_xmodel`` writes
 (``pipeline.json`` + one int8 QDQ ONNX file per DPU subgraph); no mmdet3d
 model is built.  A frame runs ``check_points -> voxelize -> decorate_pillars
-(with the calibrated input scale) -> pillar_encoder (ONNX) ->
-scatter_pillars -> bev (ONNX) -> AnchorDecoder`` (decode + rotated NMS), the
-same steps as the partitioned int8 detector's ``predict``.
+(with the calibrated input scale, then rounded onto the encoder's int8
+input grid as the DPU rounds: quantize_input) -> pillar_encoder (ONNX) ->
+scatter (:class:`ScatterCanvas`) -> bev (ONNX) -> AnchorDecoder`` (decode +
+rotated NMS), the same steps as the partitioned int8 detector's
+``predict``.
+
+The pillar encoder's fixed-size input and the BEV canvas are allocated
+once and reused: a frame zeroes only what the previous frame wrote (so a
+Pipeline runs one frame at a time; use one Pipeline per thread).
 
 An empty cloud, or one with no point inside the point cloud range (no
 pillar), gives empty detections (``(0, code_size)`` boxes) without running
@@ -24,8 +30,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .glue import (AnchorDecoder, check_points, decorate_pillars,
-                   scatter_pillars, voxelize)
+from .glue import (AnchorDecoder, ScatterCanvas, check_points,
+                   decorate_pillars, quantize_input, voxelize)
 from .manifest import ManifestError, head_output_roles, load_manifest
 
 __all__ = ['Pipeline', 'STAGES']
@@ -73,6 +79,16 @@ class Pipeline:
             with_distance=bool(dec['with_distance']))
         self.input_scale = np.asarray(dec['input_scale'], np.float32)
         self.num_voxels = int(dec['num_voxels'])
+        # the pillar encoder's input goes onto its int8 grid here, with the
+        # DPU's rounding (see quantize_input)
+        enc = next(sub for sub in m['subgraphs']
+                   if sub['name'] == 'pillar_encoder')
+        fix_pos = enc['inputs'][0].get('fix_pos')
+        self.input_fix_pos = None if fix_pos is None else int(fix_pos)
+        # decorate straight into the encoder's integer units (input scale
+        # times 2**fix_pos: powers of two, so exact), then round in place
+        self._enc_scale = self.input_scale * np.float32(
+            2.0**(self.input_fix_pos or 0))
         self.grid_hw = tuple(int(v) for v in m['scatter']['grid_hw'])
         self.decoder = AnchorDecoder.from_config(m['head'], m['test_cfg'])
         self.roles = head_output_roles(m)
@@ -83,6 +99,10 @@ class Pipeline:
             self.sessions[sub['name']] = self._session(
                 sub, providers, num_threads)
         self.stage_times: Dict[str, float] = {}
+        # reused from frame to frame (see _encoder_input / ScatterCanvas)
+        self._enc_input: Optional[np.ndarray] = None
+        self._enc_filled = 0  # pillar slots of _enc_input holding data
+        self._canvas: Optional[ScatterCanvas] = None
 
     def _session(self, sub: dict, providers, num_threads):
         import onnxruntime as ort
@@ -114,6 +134,33 @@ class Pipeline:
             bboxes=np.zeros((0, self.decoder.box_code_size), np.float32),
             scores=np.zeros((0, ), np.float32),
             labels=np.zeros((0, ), np.int64))
+
+    def _decorate(self, voxels, num_points, coors) -> np.ndarray:
+        """The pillar encoder's ``(1, C, num_voxels, P)`` input: decorated
+        pillars, zero-padded to the fixed DPU shape, in a buffer reused from
+        frame to frame (only the slots the last frame filled beyond this
+        one's are zeroed)."""
+        num = voxels.shape[0]
+        if num > self.num_voxels:  # the subgraph will refuse it
+            return decorate_pillars(voxels, num_points, coors,
+                                    self.voxel_size, self.point_cloud_range,
+                                    input_scale=self.input_scale,
+                                    **self.decoration)
+        shape = (1, self.input_scale.shape[0], self.num_voxels,
+                 voxels.shape[1])
+        if self._enc_input is None or self._enc_input.shape != shape:
+            self._enc_input = np.zeros(shape, np.float32)
+            self._enc_filled = 0
+        x = decorate_pillars(voxels, num_points, coors, self.voxel_size,
+                             self.point_cloud_range,
+                             input_scale=self._enc_scale, out=self._enc_input,
+                             **self.decoration)
+        if self._enc_filled > num:
+            x[:, :, num:self._enc_filled] = 0
+        self._enc_filled = num
+        if self.input_fix_pos is not None:
+            quantize_input(x[:, :, :num], self.input_fix_pos, prescaled=True)
+        return x
 
     def __call__(self, points) -> Dict[str, np.ndarray]:
         """Detections of one frame.
@@ -149,19 +196,15 @@ class Pipeline:
         if num == 0:
             self.stage_times = dict(times)
             return self.empty_result()
-        x = decorate_pillars(voxels, num_points, coors, self.voxel_size,
-                             self.point_cloud_range,
-                             input_scale=self.input_scale,
-                             **self.decoration)
-        if num < self.num_voxels:  # the fixed DPU input shape
-            x = np.pad(x, ((0, 0), (0, 0), (0, self.num_voxels - num),
-                           (0, 0)))
+        x = self._decorate(voxels, num_points, coors)
         lap('decorate')
         enc = self.sessions['pillar_encoder']
         feats = enc.run(None, {enc.get_inputs()[0].name: x})[0]
-        feats = feats[0, :, :num, 0].T  # (M, C)
         lap('pillar_encoder')
-        canvas = scatter_pillars(feats, coors, self.grid_hw)
+        if self._canvas is None or self._canvas.channels != feats.shape[1]:
+            self._canvas = ScatterCanvas(feats.shape[1], self.grid_hw)
+        # (1, C, num_voxels, 1): the first num slots are the pillars
+        canvas = self._canvas(feats, coors)
         lap('scatter')
         bev = self.sessions['bev']
         outs = bev.run(None, {bev.get_inputs()[0].name: canvas})

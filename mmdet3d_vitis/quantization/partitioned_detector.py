@@ -31,7 +31,7 @@ from mmengine.runner import load_checkpoint
 from torch import Tensor, nn
 
 from ..checkpoint import check_checkpoint_matches
-from .partition import partition_detector
+from .partition import BEV, partition_detector
 
 
 @MODELS.register_module()
@@ -162,6 +162,26 @@ class VitisPartitionedDetector(Base3DDetector):
     def loss(self, batch_inputs_dict: dict,
              batch_data_samples: List[Det3DDataSample],
              **kwargs) -> Dict[str, Tensor]:
-        raise NotImplementedError(
-            'VitisPartitionedDetector is for inference and calibration; '
-            'train (or fine-tune) the original detector instead')
+        """The wrapped head's losses on the head maps of the DPU subgraphs.
+
+        What quantization-aware training (:class:`~mmdet3d_vitis.hooks.
+        DPUQATHook`) trains: voxelization, decoration and the pillar encoder
+        run per sample (as deployed), the per-sample BEV pseudo-images are
+        stacked and the ``bev`` subgraph runs once on the batch (its
+        per-tensor quantizers are element-wise, so with fixed fix positions
+        that equals running it per sample), then the detector's own
+        ``loss_by_feat`` computes the losses, as ``Base3DDenseHead.loss``
+        does.
+        """
+        samples = self._sample_voxels(batch_inputs_dict, batch_data_samples)
+        bev = torch.cat([self.partition.bev_input(*s) for s in samples])
+        outs = self.partition.subgraphs[BEV](bev)
+        cls_scores, bbox_preds, dir_cls_preds = \
+            self.partition.split_head_outputs(outs)
+        gts, metas, ignores = [], [], []
+        for sample in batch_data_samples:
+            metas.append(sample.metainfo)
+            gts.append(sample.gt_instances_3d)
+            ignores.append(sample.get('ignored_instances', None))
+        return self.partition.bbox_head.loss_by_feat(
+            cls_scores, bbox_preds, dir_cls_preds, gts, metas, ignores)

@@ -74,6 +74,7 @@ from .backends import (BACKEND_CHOICES, BACKENDS, QuantBackend,
                        QuantStateError, get_backend)
 from .inspector import format_table, inspect_detector
 from .partition import BEV, PILLAR_ENCODER, partition_detector
+from .deploy_check import DEPLOY_CHECK_FILE, run_deploy_check
 from .partitioned_detector import VitisPartitionedDetector
 
 __all__ = [
@@ -115,6 +116,7 @@ class QuantOptions:
     fft_len: int = 300
     dump_xmodel: bool = False
     deploy_dir: Optional[str] = None
+    deploy_check_frames: int = 3
     backend: str = 'auto'
     inspect: bool = False
     work_dir: Optional[str] = None
@@ -133,6 +135,11 @@ class QuantOptions:
                 '--quant_mode test --dump_xmodel)')
         if self.dump_xmodel and self.backend == 'nndct':
             raise UserInputError(NNDCT_DUMP_MESSAGE)
+        if (not isinstance(self.deploy_check_frames, int)
+                or self.deploy_check_frames < 0):
+            raise UserInputError(
+                '--deploy_check_frames must be a number of frames >= 0, got '
+                f'{self.deploy_check_frames!r}')
         if self.deploy_dir is not None and not self.dump_xmodel:
             raise UserInputError('--deploy_dir is only used with '
                                  '--dump_xmodel')
@@ -915,12 +922,29 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
     start = time.time()
     qmodel, calib, fast_finetune = load_test_model(opts, detector)
     backend = qmodel.backend
-    deploy = None
+    deploy = check = None
     if opts.dump_xmodel:
         deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
+        check_path = osp.join(opts.quant_dir, DEPLOY_CHECK_FILE)
+        if osp.exists(check_path):  # belongs to the folder being replaced
+            os.remove(check_path)
         export_deploy(cfg, qmodel, deploy_dir,
                       source=dict(_settings(opts), calib=calib))
         deploy = osp.abspath(deploy_dir)
+        if opts.deploy_check_frames:
+            dataset = build_dataset(eval_dataset_cfg(cfg))
+            n = min(opts.deploy_check_frames, len(dataset))
+            result = run_deploy_check(qmodel, deploy_dir, dataset, range(n),
+                                      out_path=check_path)
+            check = dict(
+                file=osp.abspath(check_path), ok=result['ok'],
+                frames=result['frames'], max_abs_lsb=result['max_abs_lsb'],
+                share_differ={
+                    name: max((r['share_differ'] for r in c['vs_dpu']),
+                              default=0.0)
+                    for name, c in result['subgraphs'].items()},
+                detections_matched=all(d['ok']
+                                       for d in result['detections']))
     work_dir = _work_dir(opts, cfg)
     float_metrics, float_summary = evaluate(cfg, detector, work_dir, 'float')
     int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
@@ -944,6 +968,7 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         subgraphs=qmodel.model.subgraph_names,
         calib=calib,
         deploy_dir=deploy,
+        deploy_check=check,
         settings=_settings(opts),
         work_dir=work_dir,
         seconds=round(time.time() - start, 3),
@@ -973,6 +998,100 @@ def run_float(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
     return report
 
 
+def run_qat_test(opts: QuantOptions, cfg: Config, checkpoint: dict) -> dict:
+    """``--quant_mode test`` of a quantization-aware training checkpoint
+    (one :class:`~mmdet3d_vitis.hooks.DPUQATHook` saved): the int8 model
+    is rebuilt from the checkpoint (its fix positions, no calibration and
+    nothing read from ``--quant_dir``), exported with ``--dump_xmodel`` and
+    evaluated; the float model it started from (``load_from`` of the QAT
+    run, when that file is still there) is evaluated too for the
+    comparison.  ``report.json`` goes to ``--quant_dir`` as usual."""
+    from ..hooks.qat import load_qat_checkpoint, qat_state_of
+    start = time.time()
+    state = qat_state_of(checkpoint)
+    if opts.quant_mode != 'test' or opts.inspect:
+        raise UserInputError(
+            f'{opts.checkpoint} is a quantization-aware training checkpoint: '
+            'its fix positions are already trained, so only --quant_mode '
+            'test (with --dump_xmodel to export) applies; calibrate / '
+            'inspect the float checkpoint instead')
+    if opts.backend not in ('auto', 'builtin'):
+        raise UserInputError(
+            f'{opts.checkpoint} was trained with the builtin backend\'s DPU '
+            f'arithmetic; --backend {opts.backend} cannot test it')
+    if opts.fast_finetune:
+        raise UserInputError('--fast_finetune does not apply to a QAT '
+                             'checkpoint')
+    if int(state.get('bitwidth', 8)) != opts.bitwidth:
+        raise UserInputError(
+            f'{opts.checkpoint} was trained with bitwidth '
+            f'{state.get("bitwidth")}, not --bitwidth {opts.bitwidth}')
+    qmodel = load_qat_checkpoint(cfg, checkpoint, opts.checkpoint)
+    deploy = check = None
+    source = dict(_settings(opts), qat=dict(
+        {k: v for k, v in state.items() if k not in ('histories', 'tensors')}))
+    if opts.dump_xmodel:
+        deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
+        check_path = osp.join(opts.quant_dir, DEPLOY_CHECK_FILE)
+        if osp.exists(check_path):  # belongs to the folder being replaced
+            os.remove(check_path)
+        export_deploy(cfg, qmodel, deploy_dir, source=source)
+        deploy = osp.abspath(deploy_dir)
+        frames = getattr(opts, 'deploy_check_frames', 0)
+        if frames:
+            # the exported pipeline vs the QAT model in PyTorch
+            dataset = build_dataset(eval_dataset_cfg(cfg))
+            n = min(frames, len(dataset))
+            result = run_deploy_check(qmodel, deploy_dir, dataset, range(n),
+                                      out_path=check_path)
+            check = dict(
+                file=osp.abspath(check_path), ok=result['ok'],
+                frames=result['frames'], max_abs_lsb=result['max_abs_lsb'],
+                detections_matched=all(d['ok']
+                                       for d in result['detections']))
+    work_dir = _work_dir(opts, cfg)
+    float_ckpt = state.get('float_checkpoint')
+    float_metrics = float_summary = delta = None
+    if float_ckpt and osp.isfile(float_ckpt):
+        try:
+            detector = load_float_detector(cfg, float_ckpt)
+        except UserInputError as e:
+            print(f'not evaluating the float model {float_ckpt}: {e}')
+        else:
+            float_metrics, float_summary = evaluate(cfg, detector, work_dir,
+                                                    'float')
+    int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
+                                          'int8')
+    if float_summary is not None:
+        delta = compare_summaries(float_summary, int8_summary)
+        print('== float vs int8 (QAT, builtin backend)')
+        if float_summary.get('per_class_AP') or 'mAP' in float_summary:
+            print(format_comparison(float_summary, int8_summary, delta))
+    elif int8_summary.get('per_class_AP') or 'mAP' in int8_summary:
+        print(format_summary(int8_summary, '== int8 (QAT, builtin backend)'))
+    report = dict(
+        float=float_summary,
+        int8=int8_summary,
+        delta=delta,
+        metrics=dict(float=float_metrics, int8=int8_metrics),
+        backend='builtin',
+        bitwidth=opts.bitwidth,
+        fast_finetune=False,
+        qat=source['qat'],
+        subgraphs=qmodel.model.subgraph_names,
+        calib=None,
+        deploy_dir=deploy,
+        deploy_check=check,
+        settings=_settings(opts),
+        work_dir=work_dir,
+        seconds=round(time.time() - start, 3),
+        version=__version__)
+    path = osp.join(opts.quant_dir, REPORT_FILE)
+    _write_json(path, report)
+    print(f'wrote {path}')
+    return report
+
+
 def run_quant(opts: QuantOptions) -> dict:
     """Run ``tools/quant.py`` with ``opts``; returns what it wrote as JSON
     (calib.json's, report.json's, float.json's or inspect.json's content).
@@ -986,6 +1105,16 @@ def run_quant(opts: QuantOptions) -> dict:
     get_backend(opts.backend, quant_mode='float', output_dir=opts.quant_dir,
                 bitwidth=opts.bitwidth)
     cfg = load_quant_config(opts)
+    from ..checkpoint import load_checkpoint_file
+    from ..hooks.qat import qat_state_of
+    # A quantization-aware training checkpoint holds the int8 model itself.
+    # (A missing file is left to load_float_detector, which names an
+    # unsupported detector before the checkpoint.)
+    if osp.isfile(opts.checkpoint):
+        checkpoint = load_checkpoint_file(opts.checkpoint)
+        if qat_state_of(checkpoint) is not None:
+            return run_qat_test(opts, cfg, checkpoint)
+        del checkpoint
     detector = load_float_detector(cfg, opts.checkpoint)
     # No global no_grad: nndct's fast finetune trains; every forward of
     # ours runs under no_grad (head_outputs, mmengine's test loop).

@@ -89,6 +89,25 @@ class BuiltinBackend(QuantBackend):
         self._subgraphs[name] = qmod
         return qmod
 
+    def build(self, name: str, module: nn.Module,
+              example_inputs: Tuple[Tensor, ...]) -> QuantSubgraph:
+        """The quantized structure of ``module`` without any quantization
+        state (fix positions unset, not collecting), registered like
+        :meth:`wrap`'s result: for loading a state dict saved elsewhere
+        (a quantization-aware training checkpoint, see
+        :mod:`mmdet3d_vitis.hooks.qat`).  Any mode but ``float``."""
+        check_subgraph_name(name)
+        self._require_mode('build', 'calib', 'test')
+        if name in self._subgraphs:
+            raise QuantStateError(
+                f'DPU subgraph {name!r} was already wrapped by this backend')
+        qmod = build_quant_subgraph(name, module,
+                                    normalize_inputs(example_inputs),
+                                    self.bitwidth, self.device)
+        qmod.set_collecting(False)
+        self._subgraphs[name] = qmod
+        return qmod
+
     # -- fast finetune -------------------------------------------------------
     def fast_finetune(self, name: str, qmod: nn.Module,
                       calib_inputs: Sequence[Tuple[Tensor, ...]]) -> None:
@@ -175,6 +194,15 @@ class BuiltinBackend(QuantBackend):
         from .onnx_export import export_subgraph_onnx
         qmod = self._own(name, qmod)
         return export_subgraph_onnx(qmod, example_inputs, path)
+
+    def deploy_check(self, name: str, qmod: nn.Module, onnx_path: str,
+                     inputs, scales) -> dict:
+        """onnxruntime on ``onnx_path`` (written by :meth:`export_onnx`)
+        vs the fake-quant subgraph ``name`` on ``inputs``, per output in
+        LSBs of ``scales`` (see :func:`.onnx_export.deploy_check`)."""
+        from .onnx_export import deploy_check
+        return deploy_check(self._own(name, qmod), onnx_path, inputs,
+                            scales)
 
     def _quant_info(self) -> dict:
         param, output = OrderedDict(), OrderedDict()

@@ -21,6 +21,13 @@ Used API (vai_q_pytorch, Vitis AI 3.x ``pytorch_nndct.apis``)::
     quantizer.fast_finetune(run_fn, run_args)  # calib, before calibration
     quantizer.load_ft_param()                # test
     quantizer.export_quant_config()          # calib, after calibration
+
+Quantization-aware training (``pytorch_nndct.QatProcessor``, see
+:meth:`NndctBackend.qat_wrap`)::
+
+    qat_processor = QatProcessor(module, input_args, bitwidth=..., device=...)
+    trainable = qat_processor.trainable_model()   # train this one
+    qat_processor.to_deployable(trainable, output_dir)  # after training
 """
 import copy
 import json
@@ -148,3 +155,44 @@ class NndctBackend(QuantBackend):
             merged['version'] = merged['version'] or info.get('version')
         atomic_write_json(self.quant_info_path, merged)
         return self.quant_info_path
+
+    # -- quantization-aware training ----------------------------------------
+    def qat_wrap(self, name: str, module: nn.Module,
+                 example_inputs: Tuple[Tensor, ...]) -> nn.Module:
+        """nndct's QAT: ``QatProcessor(module, inputs, bitwidth, device)
+        .trainable_model()`` for DPU subgraph ``name`` (train the returned
+        module; :meth:`qat_to_deployable` after training)."""
+        check_subgraph_name(name)
+        try:
+            from pytorch_nndct import QatProcessor
+        except Exception as e:
+            raise BackendUnavailableError(
+                'quantization-aware training with the nndct backend needs '
+                f'pytorch_nndct.QatProcessor ({type(e).__name__}: {e})'
+            ) from e
+        if not hasattr(self, '_qat'):
+            self._qat = OrderedDict()
+        if name in self._qat:
+            raise QuantStateError(
+                f'DPU subgraph {name!r} was already wrapped for QAT')
+        example_inputs = tuple(
+            x.to(self.device) if isinstance(x, Tensor) else x
+            for x in normalize_inputs(example_inputs))
+        processor = QatProcessor(
+            copy.deepcopy(module).to(self.device), example_inputs,
+            bitwidth=self.bitwidth, device=self.device)
+        trainable = processor.trainable_model()
+        self._qat[name] = (processor, trainable)
+        return trainable
+
+    def qat_to_deployable(self, name: str) -> str:
+        """``QatProcessor.to_deployable(trainable, output_dir/<name>)``
+        after QAT; returns that folder (nndct's quant_info.json and
+        deployable model, what ``--quant_mode test`` of nndct reads)."""
+        entry = getattr(self, '_qat', {}).get(name)
+        if entry is None:
+            raise QuantStateError(f'{name!r} was not wrapped for QAT')
+        processor, trainable = entry
+        out = self.subgraph_dir(name)
+        processor.to_deployable(trainable, out)
+        return out

@@ -32,15 +32,19 @@ PyTorch fake-quant module) rounds activations half *up* and the network
 input half away from zero.  The two agree everywhere except on exact ties
 (``x * 2**p`` ending in .5), which happen because a conv's exact result has
 ``shift = w + i - o`` more fractional bits than its output grid: one value
-in ``2**shift`` lands on a tie, and half of those (odd floor for half-up vs
-even) round differently -- by exactly one LSB.  :func:`count_ties` counts
-them per quantized tensor; :func:`deploy_check` shows that the ONNX model
-run by onnxruntime equals the same graph with ties-to-even rounding
-bit-exactly, and measures the distance to the DPU arithmetic in LSBs
-(:func:`compare_in_lsb`).  A 1-LSB tie difference in an intermediate
-tensor propagates through the following convs, so a deep subgraph differs
-by more than 1 LSB at its outputs (3-5 LSB on the SECOND-like test net,
-1 LSB on the pillar encoder).
+in ``2**shift`` lands on a tie, and half of those round differently -- by
+one LSB, which then propagates through the following convs (3-5 LSB at the
+outputs of a SECOND-like net).  Where the exact value's grid is known (a
+conv's accumulator, an add / concat of quantized tensors:
+:func:`activation_grids`) the export adds half a grid step before
+``QuantizeLinear`` -- a standard ``Add`` -- which turns every tie into a
+round-up and moves nothing else across a rounding boundary, so
+onnxruntime reproduces the DPU's half-up rounding exactly.  Subgraph inputs
+(float data rounded half away from zero) get no offset.  :func:`count_ties`
+counts ties per quantized tensor and says which are corrected;
+:func:`deploy_check` measures onnxruntime against the PyTorch DPU
+arithmetic in LSBs (:func:`compare_in_lsb`), and how far plain ONNX
+rounding would have been.
 """
 import io
 import json
@@ -56,21 +60,27 @@ from mmdet3d_vitis.errors import UserInputError
 from mmdet3d_vitis.fileio import atomic_write
 from .base import QuantStateError, normalize_inputs
 from .dpu_arithmetic import round_half_away, round_half_up
-from .graph import QuantSubgraph, _is_grid_act, _is_pass
+from .graph import (_ADD_FUNCS, _ADD_METHODS, _CAT_FUNCS, QuantSubgraph,
+                    _is_grid_act, _is_pass)
 
 __all__ = ['export_subgraph_onnx', 'build_export_module', 'compare_in_lsb',
-           'count_ties', 'deploy_check', 'run_onnxruntime', 'ONNX_OPSET',
-           'TIE_NOTE']
+           'count_ties', 'deploy_check', 'merge_checks', 'run_onnxruntime',
+           'activation_grids', 'ONNX_OPSET', 'TIE_NOTE']
 
 ONNX_OPSET = 17
 QMIN, QMAX = -128, 127
+# float32 keeps an int8 value + the half-step offset exact up to this shift
+MAX_TIE_SHIFT = 24 - 9
 
 TIE_NOTE = (
     'ONNX QuantizeLinear rounds half to even, the DPU rounds activations '
     'half up (and the network input half away from zero): the two differ '
     'only where x * 2**fix_pos is an exact .5 tie with an odd-even mismatch; '
-    'there the ONNX value is 1 LSB off, and that difference propagates '
-    'through the following layers.')
+    'there plain ONNX is 1 LSB off, and that difference propagates through '
+    'the following layers.  The export adds half a grid step before each '
+    'QuantizeLinear whose input grid is known, which makes ties round up; '
+    'uncorrected ties remain only in tensors of unknown grid (e.g. the float '
+    'network input).')
 
 
 # --------------------------------------------------------------------------
@@ -87,14 +97,19 @@ def _scale(g, scale: float):
 class _QDQFn(torch.autograd.Function):
     """QuantizeLinear -> DequantizeLinear, int8, zero point 0 (ONNX
     semantics in PyTorch too: round half to even, saturate).  ``scale`` is
-    a Python float (a power of two): an ONNX Constant."""
+    a Python float (a power of two): an ONNX Constant.  A nonzero
+    ``tie_offset`` is added first (an ONNX ``Add``): see :class:`QDQ`."""
 
     @staticmethod
-    def forward(ctx, x, scale: float):
+    def forward(ctx, x, scale: float, tie_offset: float = 0.0):
+        if tie_offset:
+            x = x + tie_offset
         return torch.clamp(torch.round(x / scale), QMIN, QMAX) * scale
 
     @staticmethod
-    def symbolic(g, x, scale: float):
+    def symbolic(g, x, scale: float, tie_offset: float = 0.0):
+        if tie_offset:
+            x = g.op('Add', x, _scale(g, tie_offset))
         q = g.op('QuantizeLinear', x, _scale(g, scale), _zero_point(g))
         return g.op('DequantizeLinear', q, _scale(g, scale), _zero_point(g))
 
@@ -112,16 +127,32 @@ class _DequantFn(torch.autograd.Function):
 
 
 class QDQ(nn.Module):
-    """An int8 power-of-two activation quantizer as ONNX Q/DQ."""
+    """An int8 power-of-two activation quantizer as ONNX Q/DQ.
 
-    def __init__(self, tensor_name: str, fix_pos: int):
+    ``grid_pos``: the fractional bits of the tensor being quantized when it
+    is known to lie on a grid ``2**-grid_pos`` (a conv's accumulator, an
+    add / concat of quantized tensors).  If that grid is finer than the
+    output's (``grid_pos > fix_pos``), half of a grid step is added before
+    ``QuantizeLinear``: an exact .5 tie then rounds up, as the DPU's
+    half-up rounding does, and no other value changes rounding (the next
+    rounding boundary is a whole grid step away).  In float32 this is exact
+    while ``grid_pos - fix_pos + 9 <= 24`` (int8 range plus the offset bit
+    in the 24-bit mantissa); beyond that no offset is used.
+    """
+
+    def __init__(self, tensor_name: str, fix_pos: int,
+                 grid_pos: Optional[int] = None):
         super().__init__()
         self.tensor_name = tensor_name
         self.fix_pos = int(fix_pos)
         self.scale = 2.0**-self.fix_pos
+        self.grid_pos = grid_pos
+        self.tie_offset = (
+            2.0**-(grid_pos + 1) if grid_pos is not None and
+            0 < grid_pos - self.fix_pos <= MAX_TIE_SHIFT else 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _QDQFn.apply(x, self.scale)
+        return _QDQFn.apply(x, self.scale, self.tie_offset)
 
 
 class DQLayer(nn.Module):
@@ -194,19 +225,97 @@ def _int_param(value: Tensor, fix_pos: int, key: str) -> Tensor:
     return q.to(torch.int8)
 
 
-def build_export_module(qmod: QuantSubgraph) -> fx.GraphModule:
-    """A copy of ``qmod``'s graph with the brevitas modules replaced by
-    :class:`QDQ` / :class:`DQLayer` (ONNX-exportable, ties-to-even).
+def _quantizer_target(path: str) -> str:
+    return path.split('.act_quant.')[0]
 
+
+def activation_grids(qmod: QuantSubgraph) -> 'OrderedDict[str, Optional[int]]':
+    """For each quantized activation: the fractional bits of the exact
+    value it quantizes (``x`` lies on ``2**-grid``), or None when unknown.
+
+    Walks the graph back from the quantizer's input through grid-keeping
+    ops (ReLU, max-pool, reshapes ...): a conv / linear gives
+    ``max(fix(in) + fix(w), fix(b))`` (its accumulator with the bias), an
+    add or concat of quantized tensors the finest of their grids, another
+    quantizer its own fix position.  Anything else (LeakyReLU, average
+    pooling, a float input) is unknown.
+    """
+    gm = qmod.gm
+    pos = qmod.fix_positions()
+    q_modules = {_quantizer_target(path): key
+                 for key, (kind, path) in qmod._tensors.items()
+                 if kind in ('input', 'act')}
+    convs = {c['module']: c for c in qmod.convs}
+    memo: Dict[fx.Node, Optional[int]] = {}
+
+    def finest(nodes) -> Optional[int]:
+        grids = [grid(n) for n in nodes]
+        if not grids or any(g is None for g in grids):
+            return None
+        return max(grids)
+
+    def grid(node) -> Optional[int]:
+        if not isinstance(node, fx.Node):
+            return None
+        if node in memo:
+            return memo[node]
+        memo[node] = None  # guards against cycles
+        res = None
+        if node.op == 'call_module' and node.target in q_modules:
+            res = pos[q_modules[node.target]]
+        elif node.op == 'call_module' and node.target in convs:
+            conv = convs[node.target]
+            g_in = grid(node.args[0]) if node.args else None
+            if g_in is not None:
+                res = g_in + pos[conv['weight']]
+                if conv['bias'] is not None:
+                    res = max(res, pos[conv['bias']])
+        elif _is_pass(gm, node) or _is_grid_act(gm, node):
+            first = next(iter(node.all_input_nodes), None)
+            res = grid(first) if first is not None else None
+        elif ((node.op == 'call_function' and node.target in _ADD_FUNCS) or
+              (node.op == 'call_method' and node.target in _ADD_METHODS)):
+            tensors = [a for a in node.args[:2]]
+            if all(isinstance(a, fx.Node) for a in tensors):
+                res = finest(tensors)
+        elif node.op == 'call_function' and node.target in _CAT_FUNCS:
+            seq = node.args[0] if node.args else node.kwargs.get('tensors')
+            if isinstance(seq, (list, tuple)) and all(
+                    isinstance(a, fx.Node) for a in seq):
+                res = finest(seq)
+        memo[node] = res
+        return res
+
+    out = OrderedDict()
+    for key, (kind, path) in qmod._tensors.items():
+        if kind != 'act':
+            continue
+        node = next((n for n in gm.graph.nodes if n.op == 'call_module' and
+                     n.target == _quantizer_target(path)), None)
+        src = node.args[0] if node is not None and node.args else None
+        out[key] = grid(src)
+    return out
+
+
+def build_export_module(qmod: QuantSubgraph,
+                        dpu_ties: bool = True) -> fx.GraphModule:
+    """A copy of ``qmod``'s graph with the brevitas modules replaced by
+    :class:`QDQ` / :class:`DQLayer` (ONNX-exportable).
+
+    ``dpu_ties``: activations whose grid is known (:func:`activation_grids`)
+    get the tie offset that makes ONNX's half-to-even rounding round ties
+    up like the DPU; False gives plain QuantizeLinear (ties to even).
     The int8 weights are checked against brevitas' own quantized weights.
     """
     _check_frozen(qmod)
     gm = qmod.gm
     pos = qmod.fix_positions()
+    grids = activation_grids(qmod) if dpu_ties else {}
     replace: Dict[str, nn.Module] = {}
     for key, (kind, path) in qmod._tensors.items():
         if kind in ('input', 'act'):
-            replace[path.split('.act_quant.')[0]] = QDQ(key, pos[key])
+            replace[_quantizer_target(path)] = QDQ(key, pos[key],
+                                                   grids.get(key))
     for conv in qmod.convs:
         target = conv['module']
         if target in replace:
@@ -257,7 +366,7 @@ def _output_tensors(qmod: QuantSubgraph) -> List[Optional[str]]:
     """For each graph output, the quantized tensor whose grid it lies on
     (None when the output is not quantized)."""
     gm = qmod.gm
-    q_modules = {path.split('.act_quant.')[0]: key
+    q_modules = {_quantizer_target(path): key
                  for key, (kind, path) in qmod._tensors.items()
                  if kind in ('input', 'act')}
 
@@ -398,19 +507,24 @@ def _round_half_even(v: Tensor) -> Tensor:
 
 def count_ties(qmod: QuantSubgraph, inputs) -> List[dict]:
     """Run ``qmod`` (PyTorch, DPU arithmetic) on ``inputs`` and count, per
-    quantized input / activation tensor, the exact .5 ties of ``x * 2**p``
-    and how many of them the DPU and ONNX QuantizeLinear round differently.
+    quantized input / activation tensor, the exact .5 ties of ``x * 2**p``,
+    how many of them plain ONNX QuantizeLinear (half to even) rounds
+    differently from the DPU, and whether the export corrects them there
+    (``tie_corrected``: the tensor's :class:`QDQ` has a tie offset).
     """
     _check_frozen(qmod)
     pos = qmod.fix_positions()
+    grids = activation_grids(qmod)
     stats, hooks = OrderedDict(), []
     for key, (kind, path) in qmod._tensors.items():
         if kind not in ('input', 'act'):
             continue
-        mod = qmod.gm.get_submodule(path.split('.act_quant.')[0])
+        mod = qmod.gm.get_submodule(_quantizer_target(path))
+        corrected = bool(QDQ(key, pos[key], grids.get(key)).tie_offset)
         st = stats[key] = OrderedDict(tensor=key, kind=kind,
                                       fix_pos=pos[key], numel=0, n_ties=0,
-                                      n_round_differ=0)
+                                      n_round_differ=0,
+                                      tie_corrected=corrected)
         dpu_round = round_half_up if kind == 'act' else round_half_away
 
         def hook(_m, args, st=st, p=pos[key], rnd=dpu_round):
@@ -435,27 +549,71 @@ def count_ties(qmod: QuantSubgraph, inputs) -> List[dict]:
 
 def deploy_check(qmod: QuantSubgraph, onnx_path: str, inputs,
                  scales: Sequence[Optional[float]]) -> dict:
-    """For the same ``inputs``: onnxruntime vs the PyTorch fake-quant module
-    (DPU rounding) and vs the same graph with ONNX's ties-to-even rounding,
-    per output in LSBs, plus the tie counts that explain the difference.
+    """For the same ``inputs``: onnxruntime running the exported file vs
+    the PyTorch fake-quant module (DPU rounding), per output in LSBs
+    (``vs_dpu``), and vs the same graph exported without tie offsets
+    (plain QuantizeLinear, ``vs_half_even``, how far ONNX's own rounding
+    would be), plus the tie counts that explain any difference
+    (``n_round_differ``: ties ONNX alone would round differently;
+    ``n_uncorrected``: those in tensors the export could not correct).
     """
     inputs = normalize_inputs(inputs)
     with torch.no_grad():
         dpu = _as_list(qmod(*inputs))
-        half_even = _as_list(build_export_module(qmod)(*inputs))
+        half_even = _as_list(build_export_module(qmod,
+                                                 dpu_ties=False)(*inputs))
     ort_out = run_onnxruntime(onnx_path, inputs)
     ties = count_ties(qmod, inputs)
     return OrderedDict(
         vs_dpu=compare_in_lsb(dpu, ort_out, scales),
-        vs_half_even=compare_in_lsb(half_even, ort_out, scales),
+        vs_half_even=compare_in_lsb(half_even, dpu, scales),
         ties=ties,
         n_ties=sum(t['n_ties'] for t in ties),
         n_round_differ=sum(t['n_round_differ'] for t in ties),
+        n_uncorrected=sum(t['n_round_differ'] for t in ties
+                          if not t['tie_corrected']),
         note=TIE_NOTE)
 
 
+def merge_checks(checks: Sequence[dict]) -> dict:
+    """:func:`deploy_check` results of several frames as one: per output
+    the worst ``max_abs_lsb`` and the summed element counts."""
+    checks = list(checks)
+    if not checks:
+        raise ValueError('no deploy checks to merge')
+
+    def merge_cmp(lists):
+        out = []
+        for rows in zip(*lists):
+            r = OrderedDict(rows[0])
+            r['numel'] = sum(x['numel'] for x in rows)
+            r['n_differ'] = sum(x['n_differ'] for x in rows)
+            r['n_over_1_lsb'] = sum(x['n_over_1_lsb'] for x in rows)
+            r['max_abs_lsb'] = max(x['max_abs_lsb'] for x in rows)
+            r['share_differ'] = r['n_differ'] / r['numel'] if r[
+                'numel'] else 0.0
+            out.append(r)
+        return out
+
+    ties = []
+    for rows in zip(*[c['ties'] for c in checks]):
+        t = OrderedDict(rows[0])
+        for k in ('numel', 'n_ties', 'n_round_differ'):
+            t[k] = sum(x[k] for x in rows)
+        ties.append(t)
+    merged = OrderedDict(
+        frames=len(checks),
+        vs_dpu=merge_cmp([c['vs_dpu'] for c in checks]),
+        vs_half_even=merge_cmp([c['vs_half_even'] for c in checks]),
+        ties=ties)
+    for k in ('n_ties', 'n_round_differ', 'n_uncorrected'):
+        merged[k] = sum(c[k] for c in checks)
+    merged['note'] = checks[0]['note']
+    return merged
+
+
 def format_report(check: dict, names: Optional[Sequence[str]] = None) -> str:
-    """A short text report of :func:`deploy_check`."""
+    """A short text report of :func:`deploy_check` / :func:`merge_checks`."""
     lines = []
     for r in check['vs_dpu']:
         name = names[r['index']] if names else f'output_{r["index"]}'
@@ -464,9 +622,13 @@ def format_report(check: dict, names: Optional[Sequence[str]] = None) -> str:
             f' (scale {r["scale"]}), {r["n_differ"]}/{r["numel"]} elements '
             f'differ ({100 * r["share_differ"]:.3f}%)')
     he = max((r['max_abs_lsb'] for r in check['vs_half_even']), default=0)
-    lines.append(f'ORT vs the same graph rounding ties to even: max '
-                 f'{he:g} LSB')
-    lines.append(f'{check["n_ties"]} exact .5 ties in quantized tensors, '
-                 f'{check["n_round_differ"]} rounded differently by ONNX '
-                 f'(half to even) and the DPU (half up): ' + check['note'])
+    n_fixed = sum(1 for t in check['ties'] if t['tie_corrected'])
+    lines.append(
+        f'{check["n_ties"]} exact .5 ties in quantized tensors; plain ONNX '
+        f'QuantizeLinear (half to even) would round {check["n_round_differ"]}'
+        f' of them differently from the DPU (half up), up to {he:g} LSB at '
+        f'the outputs; the export corrects ties in {n_fixed}/'
+        f'{len(check["ties"])} quantized tensors (tie offset before '
+        f'QuantizeLinear), {check["n_uncorrected"]} ties left uncorrected. '
+        + check['note'])
     return '\n'.join(lines)
