@@ -9,8 +9,9 @@ setup:
 test: setup
 	$(PY) -m pytest tests -q
 
+# QAT=1 adds quantization-aware training (about 10 more minutes)
 demo: setup
-	$(PY) tools/demo.py --work-dir work_dirs/demo --data-root data/synthetic
+	$(PY) tools/demo.py --work-dir work_dirs/demo --data-root data/synthetic $(if $(QAT),--qat)
 
 clean-demo:
 	rm -rf work_dirs/demo

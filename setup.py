@@ -28,6 +28,9 @@ setup(
         'brevitas==0.13.4',
         'onnx==1.23.2',
         'onnxruntime==1.32.0',
+        # k-d tree of the deploy NMS; BEV / benchmark pictures
+        'scipy==1.17.1',
+        'matplotlib==3.11.2',
     ],
     extras_require={
         'tests': ['pytest==9.2.0', 'hypothesis==6.170.17'],

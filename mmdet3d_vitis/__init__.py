@@ -9,6 +9,7 @@ from .version import __version__
 from . import datasets  # noqa: F401,E402  (registers components)
 from . import models  # noqa: F401,E402
 from . import quantization  # noqa: F401,E402
+from . import painting  # noqa: F401,E402
 from . import hooks  # noqa: F401,E402
 
 register_checkpoint_safe_globals()

@@ -144,3 +144,40 @@ def calibrate_builtin(out_dir, name, module, inputs, fast_finetune=False):
             qmod(*args)
     backend.export_quant_config()
     return backend, qmod
+
+
+def make_deploy_folder(checkpoint, options, root, check_frames=0,
+                       calib_len=4):
+    """Calibrate ``checkpoint`` (``calib_len`` frames, builtin backend) and
+    ``--dump_xmodel`` into ``root`` with ``check_frames`` deploy-check
+    frames; ``(quant_dir, deploy_dir, test-mode report, checkpoint,
+    options)``."""
+    quant_tool = load_tool('quant')
+    root = str(root)
+    quant_dir = osp.join(root, 'quantize_result')
+    common = ['--quant_dir', quant_dir, '--backend', 'builtin']
+    quant_tool.main([
+        SMALL_PP_CONFIG, checkpoint, '--quant_mode', 'calib', '--calib_len',
+        str(calib_len), '--calib_sample_method', 'sequential', *common,
+        '--cfg-options', *options
+    ])
+    report = quant_tool.main([
+        SMALL_PP_CONFIG, checkpoint, '--quant_mode', 'test', '--dump_xmodel',
+        '--deploy_check_frames', str(check_frames), *common, '--work-dir',
+        osp.join(root, 'work'), '--cfg-options', *options
+    ])
+    return (quant_dir, osp.join(quant_dir, 'deploy'), report, checkpoint,
+            options)
+
+
+@pytest.fixture(scope='session')
+def shared_deploy(tiny_synthetic_root, tmp_path_factory):
+    """One random-weight deploy folder per test session (deploy check off:
+    tests/test_deploy_check.py covers it): ``(quant_dir, deploy_dir,
+    report, checkpoint, options)``."""
+    checkpoint = save_random_small_checkpoint(
+        str(tmp_path_factory.mktemp('ckpt') / 'random.pth'),
+        spread_cls_scores=True)
+    return make_deploy_folder(checkpoint,
+                              quant_test_options(tiny_synthetic_root),
+                              tmp_path_factory.mktemp('deploy'))

@@ -1,12 +1,11 @@
 """tools/benchmark.py --latency on the real nuScenes frame (smoke test).
 
-A random-weight small PointPillars is calibrated on the tiny synthetic set
-and exported (as in test_deploy_pipeline.py); the benchmark then times both
+The session's random-weight deploy folder (conftest.shared_deploy) of the
+small PointPillars; the benchmark then times both
 sides on the shared real frame with 2 repeats.  No timing thresholds: only
 the report's shape and sanity are checked.
 """
 import json
-import os.path as osp
 import shutil
 
 import pytest
@@ -14,8 +13,7 @@ import pytest
 from mmdet3d_vitis.deploy.latency import DEPLOY_DETAIL, STAGES
 from mmdet3d_vitis.errors import UserInputError
 
-from conftest import (SMALL_PP_CONFIG, load_tool, quant_test_options,
-                      save_random_small_checkpoint)
+from conftest import SMALL_PP_CONFIG, load_tool
 
 
 @pytest.fixture(scope='module')
@@ -24,20 +22,9 @@ def benchmark_tool():
 
 
 @pytest.fixture(scope='module')
-def deployed(quant_tool, tiny_synthetic_root, tmp_path_factory):
-    root = tmp_path_factory.mktemp('bench')
-    ckpt = save_random_small_checkpoint(str(root / 'random.pth'),
-                                        spread_cls_scores=True)
-    options = quant_test_options(tiny_synthetic_root)
-    quant_dir = str(root / 'quantize_result')
-    common = ['--quant_dir', quant_dir, '--backend', 'builtin']
-    quant_tool.main([SMALL_PP_CONFIG, ckpt, '--quant_mode', 'calib',
-                     '--calib_len', '2', '--calib_sample_method',
-                     'sequential', *common, '--cfg-options', *options])
-    quant_tool.main([SMALL_PP_CONFIG, ckpt, '--quant_mode', 'test',
-                     '--dump_xmodel', *common, '--work-dir',
-                     str(root / 'work'), '--cfg-options', *options])
-    return ckpt, osp.join(quant_dir, 'deploy'), options
+def deployed(shared_deploy):
+    _, deploy_dir, _, ckpt, options = shared_deploy
+    return ckpt, deploy_dir, options
 
 
 def _summary_ok(s):

@@ -30,8 +30,8 @@ from mmdet3d_vitis.quantization.quant_runner import (build_dataset,
                                                      load_quant_config,
                                                      load_test_model)
 
-from conftest import (SMALL_PP_CONFIG, quant_test_options,
-                      save_random_small_checkpoint)
+from conftest import (SMALL_PP_CONFIG, make_deploy_folder,
+                      quant_test_options, save_random_small_checkpoint)
 
 MIN_MATCHED = 0.9
 
@@ -41,19 +41,8 @@ def exported(quant_tool, tiny_synthetic_root, tmp_path_factory):
     root = tmp_path_factory.mktemp('deploy_check')
     ckpt = save_random_small_checkpoint(str(root / 'random.pth'),
                                         spread_cls_scores=True)
-    options = quant_test_options(tiny_synthetic_root)
-    quant_dir = str(root / 'quantize_result')
-    common = ['--quant_dir', quant_dir, '--backend', 'builtin']
-    quant_tool.main([
-        SMALL_PP_CONFIG, ckpt, '--quant_mode', 'calib', '--calib_len', '4',
-        '--calib_sample_method', 'sequential', *common, '--cfg-options',
-        *options
-    ])
-    report = quant_tool.main([
-        SMALL_PP_CONFIG, ckpt, '--quant_mode', 'test', '--dump_xmodel',
-        '--deploy_check_frames', '2', *common, '--work-dir',
-        str(root / 'work'), '--cfg-options', *options
-    ])
+    quant_dir, _, report, _, options = make_deploy_folder(
+        ckpt, quant_test_options(tiny_synthetic_root), root, check_frames=2)
     return dict(ckpt=ckpt, quant_dir=quant_dir, report=report,
                 options=options, quant_tool=quant_tool)
 
@@ -143,6 +132,21 @@ def test_match_detections_rules():
                  scores=ref['scores'][:1], labels=np.array([3]))
     m = match_detections({k: v[:1] for k, v in ref.items()}, other)
     assert m['ok'] and m['unmatched_ref'] == 1 and m['n_matched'] == 0
+    # NMS knock-on: the pipeline lost tie member K (kept K' instead), so
+    # box X, which K suppressed in the reference, survives: explained; the
+    # same X far from K is not
+    k = box[0]
+    kprime = k + [30, 0, 0, 0, 0, 0, 0]
+    x = k + [1.0, 0, 0, 0, 0, 0, 0]
+    ref3 = dict(bboxes=np.stack([k, kprime]), scores=np.array([.5, .5]),
+                labels=np.array([0, 0]))
+    out3 = dict(bboxes=np.stack([kprime, x]), scores=np.array([.5, .3]),
+                labels=np.array([0, 0]))
+    m = match_detections(ref3, out3)
+    assert m['ok'] and m['n_matched'] == 1 and m['unmatched_out'] == 1
+    far = dict(out3, bboxes=np.stack([kprime, x + [0, 15, 0, 0, 0, 0, 0]]))
+    m = match_detections(ref3, far)
+    assert not m['ok'] and m['unexplained_out_index'] == [1]
     # empty vs empty
     empty = dict(bboxes=np.zeros((0, 7)), scores=np.zeros(0),
                  labels=np.zeros(0, int))

@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mmdet3d_vitis  # noqa: F401  (registers the plugin)
-from mmdet3d_vitis.deploy import (AnchorDecoder, PointCloudError,
+from mmdet3d_vitis.deploy import (AnchorDecoder, DeployInputError,
+                                  PointCloudError,
                                   ScatterCanvas, VoxelOverflowError,
                                   check_points, decorate_pillars,
                                   nms_rotated_bev, rotated_iou_bev,
@@ -394,6 +395,39 @@ def test_nms_precomputed_pairs_equal_lazy_and_mmcv(monkeypatch, max_pairs):
                 glue.nms_with_pairs(scores[subset], pairs, subset=subset),
                 subset[glue.nms_rotated_bev(boxes[subset], scores[subset],
                                             thr)])
+
+
+def test_voxelize_into_a_reused_buffer_and_dense_vs_sparse(monkeypatch):
+    """``out=`` (the Pipeline's reused buffer) gives the same voxels frame
+    after frame (stale rows cleared), and the dense-table and sorted paths
+    agree."""
+    from mmdet3d_vitis.deploy import glue
+    rng = np.random.default_rng(5)
+    args = ([0.5, 0.5, 4], [-10, -10, -2, 10, 10, 2], 5, 300)
+    buf = np.full((300, 5, 4), 7, np.float32)
+    for n in (2000, 50, 3000, 0, 800):
+        pts = rng.uniform(-11, 11, (n, 4)).astype(np.float32)
+        ref = voxelize(pts, *args)
+        got = voxelize(pts, *args, out=buf)
+        for a, b in zip(ref, got):
+            np.testing.assert_array_equal(a, b)
+        monkeypatch.setattr(glue, '_DENSE_CELLS', 0)
+        for a, b in zip(ref, voxelize(pts, *args)):
+            np.testing.assert_array_equal(a, b)
+        monkeypatch.undo()
+    with pytest.raises(DeployInputError, match='out must be'):
+        voxelize(pts, *args, out=np.zeros((10, 5, 4), np.float32))
+
+
+def test_check_points_flags_only_non_finite_rows():
+    # row sums that overflow to inf are not NaN/inf points
+    big = np.full((3, 4), 3e38, np.float32)
+    np.testing.assert_array_equal(check_points(big, 4), big)
+    bad = big.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(PointCloudError, match='row 1'):
+        check_points(bad, 4)
+    assert check_points(bad, 4, drop_invalid=True).shape == (2, 4)
 
 
 def test_quantize_input_matches_the_fake_quant_input_rounding():

@@ -31,59 +31,16 @@ from mmdet3d_vitis.quantization.quant_runner import (build_dataset,
                                                      load_quant_config,
                                                      load_test_model)
 
-from conftest import (SMALL_PP_CONFIG, quant_test_options,
-                      save_random_small_checkpoint)
+from conftest import SMALL_PP_CONFIG
 
 # share of the int8 model's boxes the Pipeline must reproduce exactly (the
 # rest may only differ by the order of equal scores)
 MIN_MATCH = 0.9
 
 
-_DEPLOY_CACHE = {}
-
-
-def make_deploy_folder(quant_tool, checkpoint, options, root):
-    """Calibrate (4 frames, builtin backend) and ``--dump_xmodel`` into
-    ``root``; ``(quant_dir, deploy_dir, test-mode report)``.  The deploy
-    check of ``--quant_mode test`` is off here (tests/test_deploy_check.py
-    covers it): these tests check the Pipeline themselves."""
-    root = str(root)
-    quant_dir = osp.join(root, 'quantize_result')
-    quant_tool.main([
-        SMALL_PP_CONFIG, checkpoint, '--quant_mode', 'calib',
-        '--calib_len', '4', '--calib_sample_method', 'sequential',
-        '--quant_dir', quant_dir, '--backend', 'builtin', '--cfg-options',
-        *options
-    ])
-    report = quant_tool.main([
-        SMALL_PP_CONFIG, checkpoint, '--quant_mode', 'test',
-        '--dump_xmodel', '--deploy_check_frames', '0', '--quant_dir',
-        quant_dir, '--backend', 'builtin', '--work-dir',
-        osp.join(root, 'work'), '--cfg-options', *options
-    ])
-    return quant_dir, osp.join(quant_dir, 'deploy'), report
-
-
-def shared_deploy_folder(quant_tool, tiny_synthetic_root, tmp_path_factory):
-    """One random-weight deploy folder per test session (other test
-    modules import this): ``(quant_dir, deploy_dir, report, checkpoint,
-    options)``."""
-    key = tiny_synthetic_root
-    if key not in _DEPLOY_CACHE:
-        options = quant_test_options(tiny_synthetic_root)
-        checkpoint = save_random_small_checkpoint(
-            str(tmp_path_factory.mktemp('ckpt') / 'random.pth'),
-            spread_cls_scores=True)
-        _DEPLOY_CACHE[key] = make_deploy_folder(
-            quant_tool, checkpoint, options,
-            tmp_path_factory.mktemp('deploy')) + (checkpoint, options)
-    return _DEPLOY_CACHE[key]
-
-
 @pytest.fixture(scope='module')
-def shared(quant_tool, tiny_synthetic_root, tmp_path_factory):
-    return shared_deploy_folder(quant_tool, tiny_synthetic_root,
-                                tmp_path_factory)
+def shared(shared_deploy):
+    return shared_deploy
 
 
 @pytest.fixture(scope='module')
@@ -229,6 +186,25 @@ def test_missing_or_corrupt_onnx(deployed, tmp_path):
         Pipeline(str(dst))
     (dst / 'bev_int.onnx').unlink()
     with pytest.raises(ManifestError, match='bev_int.onnx.*missing'):
+        Pipeline(str(dst))
+
+
+def test_xmodel_deploy_folder_is_refused_clearly(deployed, tmp_path):
+    """A deploy folder exported by nndct (xmodel subgraphs, no fix
+    positions in pipeline.json: they live in the xmodel) is valid but runs
+    on the board, not in the onnxruntime Pipeline."""
+    dst = _copy(deployed, tmp_path)
+    manifest = json.loads((dst / 'pipeline.json').read_text())
+    for sub in manifest['subgraphs']:
+        xmodel = sub['file'].replace('.onnx', '.xmodel')
+        (dst / sub['file']).rename(dst / xmodel)
+        sub['file'] = xmodel
+        for t in sub['inputs'] + sub['outputs']:
+            t['fix_pos'] = t['scale'] = None
+    (dst / 'pipeline.json').write_text(json.dumps(manifest))
+    assert load_manifest(str(dst))['subgraphs'][0]['file'].endswith(
+        '.xmodel')
+    with pytest.raises(ManifestError, match='VART'):
         Pipeline(str(dst))
 
 

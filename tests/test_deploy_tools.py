@@ -1,7 +1,6 @@
 """tools/infer.py, tools/deploy_test.py, mmdet3d_vitis.deploy.evaluate and
-mmdet3d_vitis.deploy.bev_plot on the random-weight deploy folder of
-test_deploy_pipeline.py (built once per session) and the tiny synthetic
-set."""
+mmdet3d_vitis.deploy.bev_plot on the random-weight deploy folder shared
+by the session (conftest.shared_deploy) and the tiny synthetic set."""
 import glob
 import json
 import os
@@ -21,15 +20,13 @@ from mmdet3d_vitis.deploy.evaluate import check_pipeline_config
 from mmdet3d_vitis.errors import UserInputError
 
 from conftest import SMALL_PP_CONFIG, load_tool
-from test_deploy_pipeline import shared_deploy_folder
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 @pytest.fixture(scope='module')
-def shared(quant_tool, tiny_synthetic_root, tmp_path_factory):
-    return shared_deploy_folder(quant_tool, tiny_synthetic_root,
-                                tmp_path_factory)
+def shared(shared_deploy):
+    return shared_deploy
 
 
 @pytest.fixture(scope='module')

@@ -29,6 +29,7 @@ from mmdet3d_vitis.quantization.backends.onnx_export import (  # noqa: E402
 from conftest import (calibrate_builtin, randomize_bn,  # noqa: E402
                       second_block)
 
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,13 +1,16 @@
 """`make demo`: synthetic data -> train the small PointPillars -> evaluate
 -> quantize to int8 for the DPU (PTQ, then PTQ + fast finetune) -> export
 the PTQ model's deploy folder, check it and evaluate the deployed pipeline
-(numpy glue + onnxruntime) -> compare.
+(numpy glue + onnxruntime) -> [--qat: quantization-aware training and its
+deploy folder] -> compare -> the model-zoo row (results/<config>.json,
+README table, metafile) and its three pictures.
 
 Each stage runs the same command a user would (printed before it runs) and
 is skipped when its output already exists, so an interrupted demo resumes.
 Results go to WORK_DIR/report.json, which later stages extend.
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -21,7 +24,10 @@ sys.path.insert(0, REPO)
 from mmdet3d_vitis.config_utils import data_root_options  # noqa: E402
 from mmdet3d_vitis.report import format_summary, update_report  # noqa: E402
 
-SMALL_CONFIG = 'configs/pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py'
+SMALL_CONFIG = ('configs/pointpillars/'
+                'pointpillars_small_secfpn_synthetic-nus-3d.py')
+QAT_CONFIG = ('configs/pointpillars/'
+              'pointpillars_small_secfpn_synthetic-nus-3d_qat.py')
 
 
 def run(cmd):
@@ -106,6 +112,52 @@ def stage_deploy_test(args, deploy_dir, cfg_options):
     return dict(result, deploy_dir=deploy_dir)
 
 
+def stage_qat(args, ckpt, cfg_options):
+    """Quantization-aware training from the float checkpoint (the QAT
+    config: DPUQATHook, 3 epochs), then tools/quant.py --quant_mode test
+    --dump_xmodel on its checkpoint (no recalibration)."""
+    quant_dir = osp.join(args.work_dir, 'int8_qat')
+    train_dir = osp.join(quant_dir, 'train')
+    qat_ckpt = osp.join(train_dir, 'epoch_3.pth')
+    start = time.time()
+    if not osp.isfile(osp.join(REPO, qat_ckpt)):
+        run([sys.executable, 'tools/train.py', QAT_CONFIG, '--work-dir',
+             train_dir, '--cfg-options', f'load_from={ckpt}'] + cfg_options)
+    train_seconds = round(time.time() - start, 1)
+    run([sys.executable, 'tools/quant.py', QAT_CONFIG, qat_ckpt,
+         '--quant_mode', 'test', '--dump_xmodel', '--quant_dir', quant_dir,
+         '--work-dir', quant_dir, '--cfg-options'] + cfg_options)
+    with open(osp.join(REPO, quant_dir, 'report.json')) as f:
+        report = json.load(f)
+    return dict(int8=report['int8'], delta=report['delta'],
+                backend=report['backend'], quant_dir=quant_dir,
+                checkpoint=qat_ckpt, train_seconds=train_seconds,
+                deploy_check=report.get('deploy_check'))
+
+
+def stage_zoo(args, ckpt, cfg_options, quant_dirs, deploy_dir):
+    """The small model's model-zoo row (results/<config>.json, accuracy
+    from the quant reports, GOPs, latency on the real nuScenes frame), the
+    three pictures in WORK_DIR, then the README table and metafile."""
+    name = osp.splitext(osp.basename(SMALL_CONFIG))[0]
+    row = osp.join('results', f'{name}.json')
+    quant = []
+    for q in quant_dirs:
+        quant += ['--quant_dir', q]
+    run([sys.executable, 'tools/benchmark.py', SMALL_CONFIG, ckpt, '--row',
+         '--plots'] + quant + [
+             '--deploy_dir', deploy_dir, '--plot_dir', args.work_dir,
+             '--scaling_repeats', '3', '--out', row, '--cfg-options'] +
+        cfg_options)
+    rows = sorted(glob.glob(osp.join(REPO, 'results', '*.json')))
+    run([sys.executable, 'tools/zoo_table.py'] +
+        [osp.relpath(r, REPO) for r in rows])
+    pictures = [osp.join(args.work_dir, f) for f in (
+        'bev_gt_float_int8.png', 'sqnr_per_layer.png',
+        'latency_vs_points.png')]
+    return dict(row=row, pictures=pictures)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
@@ -114,6 +166,10 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--calib-len', type=int, default=100)
     parser.add_argument('--fft-len', type=int, default=50)
+    parser.add_argument(
+        '--qat', action='store_true',
+        help='also run quantization-aware training (about 10 more minutes '
+        'on 2 cores) and add its row (make demo QAT=1)')
     args = parser.parse_args()
     os.makedirs(osp.join(REPO, args.work_dir), exist_ok=True)
     report = osp.join(REPO, args.work_dir, 'report.json')
@@ -133,6 +189,7 @@ def main():
                          'mini_val'))
 
     rows = {'float': float_summary}
+    report_dirs, deploy_dir = {}, None
     for name, extra in (('int8_ptq', []),
                         ('int8_fast_finetune',
                          ['--fast_finetune', '--fft_len', str(args.fft_len)])):
@@ -140,11 +197,23 @@ def main():
                              deploy=name == 'int8_ptq')
         update_report(report, name, result)
         rows[name] = result['int8']
+        report_dirs[name] = result['quant_dir']
         if name == 'int8_ptq':
-            deployed = stage_deploy_test(args, result['deploy_dir'],
-                                         cfg_options)
+            # relative, as the zoo row records its commands
+            deploy_dir = osp.join(result['quant_dir'], 'deploy')
+            deployed = stage_deploy_test(args, deploy_dir, cfg_options)
             update_report(report, 'int8_deployed', deployed)
             rows['int8_ptq_deployed (ORT)'] = deployed['summary']
+    if args.qat:
+        qat = stage_qat(args, ckpt, cfg_options)
+        update_report(report, 'int8_qat', qat)
+        rows['int8_qat'] = qat['int8']
+        report_dirs['int8_qat'] = qat['quant_dir']
+    zoo = stage_zoo(args, ckpt, cfg_options,
+                    [report_dirs[n] for n in ('int8_ptq', 'int8_fast_finetune',
+                                              'int8_qat')
+                     if n in report_dirs], deploy_dir)
+    update_report(report, 'zoo', zoo)
     print('\n== float vs int8 on synthetic mini_val')
     print(f'{"model":<26s} {"mAP":>8s} {"NDS":>8s} {"car AP":>8s}')
     for name, summary in rows.items():

@@ -59,6 +59,10 @@ def main(argv=None):
     summary = summarize_nuscenes_metrics(metrics)
     if summary.get('per_class_AP'):
         print(format_summary(summary, f'== {osp.basename(args.config)}'))
+    else:  # e.g. the segmenter's mIoU metric
+        print(f'== {osp.basename(args.config)}')
+        print('\n'.join(f'{k:<28s} {v:.4f}' for k, v in metrics.items()
+                        if isinstance(v, (int, float))))
     if args.out_json:
         atomic_write_json(args.out_json,
                           dict(metrics=metrics, summary=summary,

@@ -16,11 +16,15 @@ qat_lr = 2e-4
 calib_len = 100
 
 custom_hooks = [
-    dict(type='DPUQATHook', backend='auto', calib_len=calib_len,
+    # builtin: the demo exports the result with --dump_xmodel (builtin only;
+    # 'auto' would take nndct's QatProcessor inside the Vitis AI docker)
+    dict(type='DPUQATHook', backend='builtin', calib_len=calib_len,
+         # BN is folded into the convs (DPU arithmetic): frozen from the start
          freeze_bn_after=0,
-         # activation / weight fix positions follow the data and weights
-         # for the first ~half epoch, then are frozen (DPU shift limits)
-         freeze_observers_after=50)
+         # fix positions frozen right after calibration (the PTQ ranges);
+         # on data/synthetic this beat letting them follow the data for 50
+         # iterations (int8 mAP 0.1820 / NDS 0.3176 vs 0.1721 / 0.3108)
+         freeze_observers_after=0)
 ]
 
 optim_wrapper = dict(optimizer=dict(lr=qat_lr))

@@ -10,7 +10,10 @@ survives).  :func:`match_detections` therefore requires every box to find
 a partner (same label, BEV IoU >= ``iou_min``, same score within
 ``score_tol``) except boxes whose score is shared with another box of the
 same set, or with an unmatched box of the other set (a swapped member of a
-group of equal scores): "tie-explained"; it reports both counts.
+group of equal scores), and boxes that such a tie-affected box of the other
+set overlaps with a higher score (NMS knock-on: there it suppressed them,
+or here it is missing and so did not): "tie-explained"; it reports both
+counts.
 """
 from collections import OrderedDict
 from typing import Dict
@@ -100,10 +103,27 @@ def match_detections(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray],
             j = j[rotated_iou_bev(rb[i, BEV], ob[j][:, BEV]) < iou_min]
         if j.size:
             swapped_ref[i] = swapped_out[j[0]] = True
-    unexplained_ref = int(np.count_nonzero(
-        un_ref & ~swapped_ref & ~_tied(rs, score_tol)))
-    unexplained_out = int(np.count_nonzero(
-        un_out & ~swapped_out & ~_tied(os_, score_tol)))
+    ok_ref = swapped_ref | _tied(rs, score_tol)
+    ok_out = swapped_out | _tied(os_, score_tol)
+    # knock-on effects in NMS: a box that a tie-affected box of the other
+    # set (same label, higher score, overlapping) suppressed there, or
+    # failed to suppress because it is absent there
+    changed = True
+    while changed:
+        changed = False
+        for un_a, ok_a, ba, sa, la, un_b, ok_b, bb, sb, lb in (
+                (un_ref, ok_ref, rb, rs, rl, un_out, ok_out, ob, os_, ol),
+                (un_out, ok_out, ob, os_, ol, un_ref, ok_ref, rb, rs, rl)):
+            causes = np.flatnonzero(un_b & ok_b)
+            for i in np.flatnonzero(un_a & ~ok_a):
+                k = causes[(lb[causes] == la[i]) &
+                           (sb[causes] >= sa[i] - score_tol)]
+                if k.size and (rotated_iou_bev(ba[i, BEV], bb[k][:, BEV])
+                               > 0).any():
+                    ok_a[i] = changed = True
+    bad_ref = np.flatnonzero(un_ref & ~ok_ref)
+    bad_out = np.flatnonzero(un_out & ~ok_out)
+    unexplained_ref, unexplained_out = len(bad_ref), len(bad_out)
     return OrderedDict(
         n_ref=int(len(rb)), n_out=int(len(ob)),
         n_matched=int(matched_ref.sum()),
@@ -111,4 +131,6 @@ def match_detections(ref: Dict[str, np.ndarray], out: Dict[str, np.ndarray],
         max_score_diff=max(score_diffs) if score_diffs else None,
         unmatched_ref=int(un_ref.sum()), unmatched_out=int(un_out.sum()),
         unexplained_ref=unexplained_ref, unexplained_out=unexplained_out,
+        unexplained_ref_index=bad_ref.tolist(),
+        unexplained_out_index=bad_out.tolist(),
         ok=unexplained_ref == 0 and unexplained_out == 0)

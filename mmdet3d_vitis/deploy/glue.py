@@ -146,7 +146,12 @@ def check_points(points, num_features: int, drop_invalid: bool = False,
             f'expects {num_features}')
     with np.errstate(over='ignore', invalid='ignore'):
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr).all(axis=1)
+    # a row sum is finite unless the row holds NaN/inf (or overflows):
+    # the exact test runs only on the rows it flags
+    finite = np.isfinite(arr.sum(axis=1))
+    if not finite.all():
+        suspect = np.flatnonzero(~finite)
+        finite[suspect] = np.isfinite(arr[suspect]).all(axis=1)
     num_bad = int(arr.shape[0] - np.count_nonzero(finite))
     if num_bad:
         if not drop_invalid:
@@ -163,10 +168,14 @@ def check_points(points, num_features: int, drop_invalid: bool = False,
 # ---------------------------------------------------------------------------
 # 2. hard voxelization
 
+# grids up to this many cells are voxelized with a dense per-cell table
+_DENSE_CELLS = 1 << 22
+
 
 def voxelize(points, voxel_size: Sequence[float],
              point_cloud_range: Sequence[float], max_points: int,
-             max_voxels: int, on_overflow: str = 'drop'
+             max_voxels: int, on_overflow: str = 'drop',
+             out: Optional[np.ndarray] = None
              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hard voxelization, identical to mmcv's ``Voxelization`` on the CPU.
 
@@ -190,6 +199,11 @@ def voxelize(points, voxel_size: Sequence[float],
             drops the voxels beyond ``max_voxels``; ``'error'`` raises
             :class:`VoxelOverflowError` when the frame has more non-empty
             voxels than ``max_voxels``.
+
+        out (np.ndarray, optional): a reusable ``(>= M, max_points, F)``
+            float32 buffer (e.g. ``(max_voxels, max_points, F)``) to write
+            the voxels into (its first ``M`` rows are returned, zeroed
+            first); saves a fresh allocation per frame.
 
     Returns:
         ``voxels`` ``(M, max_points, F)`` float32 (unused slots zero),
@@ -216,38 +230,73 @@ def voxelize(points, voxel_size: Sequence[float],
     point_ids = np.flatnonzero(inside)
     cell = cell[point_ids].astype(np.int64)  # (x, y, z)
     key = (cell[:, 2] * grid[1] + cell[:, 1]) * grid[0] + cell[:, 0]
-    # One stable sort groups the points by voxel, each group in point
-    # order: its first element is the voxel's first point, its position in
-    # the group the point's slot.
-    order = np.argsort(key, kind='stable')
-    key_sorted = key[order]
-    n = key_sorted.shape[0]
-    new_group = np.empty(n, dtype=bool)
-    new_group[:1] = True
-    np.not_equal(key_sorted[1:], key_sorted[:-1], out=new_group[1:])
-    group_start = np.flatnonzero(new_group)
-    group_of = np.cumsum(new_group) - 1  # group of each sorted point
-    first = order[group_start]  # first point (index into point_ids)
-    num_total = first.shape[0]
+    n = key.shape[0]
+    num_cells = int(np.prod(grid.astype(np.int64)))
+    if num_cells <= _DENSE_CELLS:
+        # A table over the grid: each cell's first point (ufunc.at), then
+        # the voxels' ranks by first appearance; no sort over the points.
+        table = np.full(num_cells, n, np.int64)
+        np.minimum.at(table, key, np.arange(n))
+        hit = np.flatnonzero(table < n)
+        appearance = np.argsort(table[hit])  # first points are distinct
+        first = table[hit[appearance]]  # by rank
+        num_total = first.shape[0]
+        table[hit[appearance]] = np.arange(num_total)
+        voxel_of = table[key]
+    else:
+        # Sparse grids: one stable sort of the cell keys.
+        order = np.argsort(key, kind='stable')
+        key_sorted = key[order]
+        new_group = np.empty(n, dtype=bool)
+        new_group[:1] = True
+        np.not_equal(key_sorted[1:], key_sorted[:-1], out=new_group[1:])
+        group_start = np.flatnonzero(new_group)
+        firsts = order[group_start]  # each cell's first point
+        appearance = np.argsort(firsts)
+        first = firsts[appearance]
+        num_total = first.shape[0]
+        rank = np.empty(num_total, dtype=np.int64)
+        rank[appearance] = np.arange(num_total)
+        voxel_of = np.empty(n, np.int64)
+        voxel_of[order] = rank[np.cumsum(new_group) - 1]
     if on_overflow == 'error' and num_total > max_voxels:
         raise VoxelOverflowError(
             f'the frame has {num_total} non-empty voxels, more than '
             f'max_voxels={max_voxels}; raise max_voxels or crop the cloud '
             "(on_overflow='drop' drops the extra voxels like mmcv)")
-    # Voxel ids in order of first appearance.
-    appearance = np.argsort(first)
-    rank = np.empty(num_total, dtype=np.int64)
-    rank[appearance] = np.arange(num_total)
     num_voxels = min(num_total, max_voxels)
-    voxel_of = rank[group_of]
-    slot = np.arange(n) - group_start[group_of]
-    fits = (voxel_of < num_voxels) & (slot < max_points)
+    kept = np.flatnonzero(voxel_of < num_voxels)
+    voxel_of = voxel_of[kept]
+    # stable sort by voxel (points keep their order inside a voxel); a
+    # 16-bit key gets numpy's radix sort
+    order = np.argsort(voxel_of.astype(np.uint16) if num_voxels <= 1 << 16
+                       else voxel_of, kind='stable')
+    voxel_sorted = voxel_of[order]
+    counts = np.bincount(voxel_sorted, minlength=num_voxels)
+    starts = np.cumsum(counts) - counts
+    slot = np.arange(voxel_sorted.shape[0]) - starts[voxel_sorted]
+    fits = slot < max_points
 
-    voxels = np.zeros((num_voxels, max_points, num_features), np.float32)
-    voxels[voxel_of[fits], slot[fits]] = pts[point_ids[order[fits]]]
-    counts = np.diff(np.append(group_start, n))[appearance[:num_voxels]]
+    shape = (num_voxels, max_points, num_features)
+    if out is None:
+        voxels = np.zeros(shape, np.float32)
+    else:
+        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                or out.ndim != 3 or out.shape[0] < num_voxels
+                or out.shape[1:] != shape[1:] or not out.flags.c_contiguous):
+            raise DeployInputError(
+                f'out must be a C-contiguous float32 (>= {num_voxels}, '
+                f'{max_points}, {num_features}) array, got '
+                f'{getattr(out, "dtype", type(out))} '
+                f'{tuple(np.shape(out))}')
+        voxels = out[:num_voxels]
+        voxels.fill(0)
+    # rows of the (M * max_points, F) view, increasing: voxel, then slot
+    rows = voxel_sorted[fits] * max_points + slot[fits]
+    voxels.reshape(-1, num_features)[rows] = np.take(
+        pts, point_ids[kept[order[fits]]], axis=0)
     num_points = np.minimum(counts, max_points).astype(np.int32)
-    coors = cell[first[appearance[:num_voxels]]][:, ::-1]
+    coors = cell[first[:num_voxels]][:, ::-1]
     return voxels, num_points, np.ascontiguousarray(coors, dtype=np.int32)
 
 
@@ -1069,10 +1118,9 @@ class AnchorDecoder:
             top = np.arange(best.shape[0])
         cell, a_idx = np.divmod(top, num_a)
         logits = cls4[a_idx, :, cell]
-        deltas = box_map.reshape(num_a, self.box_code_size, -1)[a_idx, :,
-                                                                 cell]
-        dir_label = dir_map.reshape(num_a, 2, -1)[a_idx, :,
-                                                  cell].argmax(axis=1)
+        box3 = box_map.reshape(num_a, self.box_code_size, -1)
+        deltas = box3[a_idx, :, cell]
+        dir_label = dir_map.reshape(num_a, 2, -1)[a_idx, :, cell].argmax(1)
         with np.errstate(over='ignore'):
             scores = (1 / (1 + np.exp(-logits))).astype(np.float32)
         boxes = self.decode_boxes(anchors, deltas)

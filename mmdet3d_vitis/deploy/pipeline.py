@@ -99,6 +99,7 @@ class Pipeline:
             self.sessions[sub['name']] = self._session(
                 sub, providers, num_threads)
         self.stage_times: Dict[str, float] = {}
+        self._voxel_buffer = None
         # reused from frame to frame (see _encoder_input / ScatterCanvas)
         self._enc_input: Optional[np.ndarray] = None
         self._enc_filled = 0  # pillar slots of _enc_input holding data
@@ -107,6 +108,11 @@ class Pipeline:
     def _session(self, sub: dict, providers, num_threads):
         import onnxruntime as ort
         path = osp.join(self.deploy_dir, sub['file'])
+        if sub['file'].endswith('.xmodel'):
+            raise ManifestError(
+                f'{path}: an xmodel (nndct export) runs on the board with '
+                'VART after vai_c_xir compiles it; Pipeline runs the ONNX '
+                'deploy folders of the builtin backend')
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = int(num_threads)
@@ -187,10 +193,14 @@ class Pipeline:
         pts = check_points(points, self.num_features,
                            drop_invalid=self.drop_invalid)
         lap('check_points')
+        if self._voxel_buffer is None:  # reused: no fresh pages per frame
+            self._voxel_buffer = np.zeros(
+                (self.max_voxels, self.max_num_points, self.num_features),
+                np.float32)
         voxels, num_points, coors = voxelize(
             pts, self.voxel_size, self.point_cloud_range,
             self.max_num_points, self.max_voxels,
-            on_overflow=self.on_overflow)
+            on_overflow=self.on_overflow, out=self._voxel_buffer)
         lap('voxelize')
         num = voxels.shape[0]
         if num == 0:

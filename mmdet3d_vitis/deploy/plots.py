@@ -75,7 +75,7 @@ def plot_detection_comparison(points: np.ndarray, gt: dict, float_dets: dict,
 
 
 def plot_layer_sqnr(sqnr: Dict[str, list], out_png: str,
-                     title: str = '') -> str:
+                    title: str = '') -> str:
     """Horizontal bars: SQNR [dB] of every quantized DPU layer, in graph
     order, one colour per subgraph."""
     rows = [(sub, r) for sub, rs in sqnr.items() for r in rs]
@@ -100,8 +100,8 @@ def plot_layer_sqnr(sqnr: Dict[str, list], out_png: str,
     ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlabel('SQNR [dB] = 10 log10(sum x^2 / sum (x - q)^2), '
                   'float x vs int8 fake-quant q')
-    ax.set_title(title or 'per-layer quantization error (SQNR per DPU '
-                 'layer output)', fontsize=10)
+    fig.suptitle(title or 'per-layer quantization error (SQNR per DPU '
+                 'layer output)', fontsize=9)
     ax.grid(axis='x', alpha=0.3)
     return _save(fig, out_png)
 

@@ -162,7 +162,7 @@ def _table_lines(rows, root_file_dir='') -> List[str]:
               'GOPs per DPU subgraph', 'GOPs total (zoo count)',
               'DPU coverage', 'float mAP / NDS', 'int8', 'int8 mAP / NDS',
               'Calib [s]', 'Latency float / int8 [ms] median (p10-p90)',
-              'Peak RSS [MB]', 'Row')
+              'Peak RSS float / int8 [MB]', 'Row')
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '|'.join('---' for _ in header) + '|']
     for row in rows:
@@ -178,9 +178,11 @@ def _table_lines(rows, root_file_dir='') -> List[str]:
         mem = row.get('memory') or {}
         mcell = '-'
         if mem.get('deployed_pipeline_mb') is not None:
-            mcell = f'{mem["deployed_pipeline_mb"]:.0f} (int8 ORT)'
+            mcell = (f'{mem["deployed_pipeline_mb"]:.0f} (imports '
+                     f'{mem["deployed_after_imports_mb"]:.0f})')
         if mem.get('float_pytorch_mb') is not None:
-            mcell = f'{mem["float_pytorch_mb"]:.0f} / ' + mcell
+            mcell = (f'{mem["float_pytorch_mb"]:.0f} (imports '
+                     f'{mem["float_after_imports_mb"]:.0f}) / ' + mcell)
         int8 = row['accuracy'].get('int8') or [None]
         for q in int8:
             m = (q or {}).get('metrics') or {}
@@ -221,8 +223,9 @@ def render_table(rows: Sequence[dict], rows_dir: str = 'results/') -> str:
         'coverage = DPU share of all MACs. Latency: one frame per side, '
         'float PyTorch vs the deployed int8 pipeline on ONNX Runtime '
         '(medians over repeats, p10-p90), on the machine in the row file; '
-        'peak RSS: float PyTorch / deployed pipeline, each in a fresh '
-        'process on that frame.',
+        'peak RSS: a fresh process per side that loads the float model / '
+        'the deployed pipeline and runs the frame 3 times (in brackets: its '
+        'peak after the imports alone).',
         '',
         'Commands that produced each row:',
         '']

@@ -21,7 +21,8 @@ from ..errors import UserInputError
 from ..fileio import atomic_write_json
 from .zoo import ROW_SCHEMA, _rel, _summary, accuracy_from_report
 
-__all__ = ['build_row', 'make_plots', 'environment', 'peak_rss_deployed']
+__all__ = ['build_row', 'make_plots', 'environment', 'peak_rss_deployed',
+           'peak_rss_float']
 
 PLOT_FILES = OrderedDict(bev='bev_gt_float_int8.png',
                          sqnr='sqnr_per_layer.png',
@@ -62,36 +63,101 @@ def environment(threads: int) -> dict:
     return OrderedDict(versions=env, machine=machine_info(threads))
 
 
+# VmHWM (this process's RSS high-water mark, reset by exec), not
+# ru_maxrss, which Linux carries over from the parent across fork + exec.
 _PEAK_CODE = r'''
-import resource, sys, json
+import sys, json
+def hwm():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from mmdet3d_vitis.deploy import Pipeline
 pts = np.load(sys.argv[3])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 pipe = Pipeline(sys.argv[2], num_threads=int(sys.argv[4]))
 for _ in range(3):
     pipe(pts)
-print(json.dumps(dict(
-    peak_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    after_import_kb=before)))
+print(json.dumps(dict(peak_kb=hwm(), after_import_kb=before)))
 '''
+
+
+_FLOAT_PEAK_CODE = r'''
+import sys, json
+def hwm():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from mmengine.registry import init_default_scope
+import mmdet3d_vitis
+from mmdet3d_vitis.config_utils import load_config
+from mmdet3d_vitis.deploy.latency import time_float_model
+from mmdet3d_vitis.quantization.quant_runner import load_float_detector
+cfg = load_config(sys.argv[2], json.loads(sys.argv[5]) or None,
+                  check_data=False)
+init_default_scope(cfg.get('default_scope', 'mmdet3d'))
+pts = np.load(sys.argv[4])
+before = hwm()
+from mmdet3d.structures import LiDARInstance3DBoxes
+det = load_float_detector(cfg, sys.argv[3])
+time_float_model(det, pts, 3, 0, int(sys.argv[6]),
+                 dict(box_type_3d=LiDARInstance3DBoxes))
+print(json.dumps(dict(peak_kb=hwm(), after_import_kb=before)))
+'''
+
+
+def _run_peak(argv, threads):
+    proc = subprocess.run(
+        [sys.executable, '-c'] + [str(a) for a in argv],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    if proc.returncode != 0:
+        raise RuntimeError(f'peak memory run failed: {proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_float(repo: str, config: str, checkpoint: str,
+                   cfg_options, points: np.ndarray, threads: int = 1) -> dict:
+    """Peak RSS [MB] (VmHWM) of a fresh process that builds the float
+    detector and runs it 3 times on ``points`` in PyTorch; also its peak
+    after the imports alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'points.npy')
+        np.save(path, points)
+        out = _run_peak([_FLOAT_PEAK_CODE, repo, osp.abspath(config),
+                         osp.abspath(checkpoint), path,
+                         json.dumps(dict(cfg_options or {})), threads],
+                        threads)
+    return dict(float_pytorch_mb=out['peak_kb'] / 1024.0,
+                float_after_imports_mb=out['after_import_kb'] / 1024.0)
+
+
+def _hwm_mb() -> float:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def peak_rss_deployed(repo: str, deploy_dir: str, points: np.ndarray,
                       threads: int = 1) -> dict:
-    """Peak RSS [MB] of a fresh process that loads the deployed pipeline
-    and runs it 3 times on ``points`` (also: after the imports only)."""
+    """Peak RSS [MB] (VmHWM) of a fresh process that loads the deployed
+    pipeline and runs it 3 times on ``points``; also its peak after the
+    imports alone (the Python + package baseline)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = osp.join(tmp, 'points.npy')
         np.save(path, points)
-        proc = subprocess.run(
-            [sys.executable, '-c', _PEAK_CODE, repo, deploy_dir, path,
-             str(threads)], capture_output=True, text=True, timeout=600,
-            env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    if proc.returncode != 0:
-        raise RuntimeError(f'peak memory run failed: {proc.stderr[-2000:]}')
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = _run_peak([_PEAK_CODE, repo, deploy_dir, path, threads],
+                        threads)
     return dict(deployed_pipeline_mb=out['peak_kb'] / 1024.0,
                 deployed_after_imports_mb=out['after_import_kb'] / 1024.0)
 
@@ -163,9 +229,11 @@ def build_row(args, cfg, repo: str, run_latency, load_frame) -> dict:
             points = load_frame(cfg, args.frame)[0]
             memory = peak_rss_deployed(repo, osp.abspath(args.deploy_dir),
                                        points, args.threads)
+            memory.update(peak_rss_float(
+                repo, args.config, args.checkpoint, args.cfg_options,
+                points, args.threads))
     memory = OrderedDict(memory or {})
-    memory['benchmark_process_mb'] = resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    memory['benchmark_process_mb'] = _hwm_mb()
     layer = detector.data_preprocessor.voxel_layer
     inp = ops['input']
     row = OrderedDict(
@@ -260,16 +328,16 @@ def make_plots(args, cfg, load_frame) -> dict:
         points, gt, flt, q8, osp.join(out_dir, PLOT_FILES['bev']),
         class_names=names, point_cloud_range=list(layer.point_cloud_range),
         score_thr=args.score_thr,
-        title=f'{model}: test frame {idx} '
-        f'({info.get("token", "")}), {points.shape[0]} points - ground '
-        f'truth vs float vs int8 {label} detections')
+        title=f'{model}: test frame {idx} ({info.get("token", "")}), '
+        f'{points.shape[0]} points\nground truth vs float vs int8 {label} '
+        'detections')
     # 2. SQNR per DPU layer
     n = min(args.sqnr_frames, len(dataset))
     sqnr = model_sqnr(qmodel, dataset, range(n))
     written['sqnr'] = plot_layer_sqnr(
         sqnr, osp.join(out_dir, PLOT_FILES['sqnr']),
-        title=f'{model}: per-layer quantization error, SQNR per DPU layer '
-        f'output ({label}, {qdir}), {n} test frames')
+        title=f'{model}\nper-layer quantization error: SQNR per DPU layer '
+        f'output ({label}, {_rel(qdir, os.getcwd())}), {n} test frames')
     data = OrderedDict(
         bev=dict(frame=idx, num_points=int(points.shape[0]),
                  gt=int(len(gt['labels'])),
@@ -290,9 +358,9 @@ def make_plots(args, cfg, load_frame) -> dict:
         scaling['frame'] = dict(frame, num_points=int(pts.shape[0]))
         written['scaling'] = plot_latency_scaling(
             scaling, osp.join(out_dir, PLOT_FILES['scaling']),
-            title=f'{model}: latency per stage vs number of points '
-            f'(resampled from {osp.basename(frame["path"])}, '
-            f'{pts.shape[0]} points); float PyTorch vs deployed int8')
+            title=f'{model}: latency per stage vs number of points, float '
+            'PyTorch vs deployed int8\n(resampled from '
+            f'{osp.basename(frame["path"])}, {pts.shape[0]} points)')
         data['scaling'] = scaling
     else:
         print('no --deploy_dir: no latency-vs-points picture')

@@ -336,7 +336,7 @@ class DPUQATHook(Hook):
                   for p in qmod.parameters() if p.requires_grad]
         _rebind_optimizer(runner, params)
 
-    def _freeze(self, runner) -> None:
+    def _freeze(self, runner, done: int) -> None:
         messages = []
         for qmod in self.qmodel.qmods.values():
             qmod.set_collecting(False)
@@ -344,7 +344,7 @@ class DPUQATHook(Hook):
             messages += qmod.adjust_shifts()
         self.frozen = True
         self._histories = {}
-        self._log(runner, f'fix positions frozen at iteration {runner.iter}'
+        self._log(runner, f'fix positions frozen after {done} iterations'
                   + (f' ({len(messages)} DPU shift-limit adjustments)'
                      if messages else ''))
 
@@ -453,7 +453,7 @@ class DPUQATHook(Hook):
         if self.backend_name != 'builtin':
             return
         if not self.frozen and runner.iter >= self.freeze_observers_after:
-            self._freeze(runner)
+            self._freeze(runner, runner.iter)
         elif not self.frozen:
             for qmod in self.qmodel.qmods.values():
                 qmod.set_collecting(True)
@@ -533,7 +533,7 @@ class DPUQATHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
         if self.observing and runner.iter + 1 >= self.freeze_observers_after:
-            self._freeze(runner)
+            self._freeze(runner, runner.iter + 1)
 
     def before_val_epoch(self, runner) -> None:
         if self.observing:

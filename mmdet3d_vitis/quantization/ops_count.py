@@ -25,10 +25,13 @@ MACs, as 8.2 G).  Two counts are kept per layer:
 * ``macs_zoo``: a transposed conv counted as the dense conv over its
   zero-inserted (stride-upsampled) input that a DPU runs, ``output
   elements x C_in x k*k``; the same as ``macs`` for every other layer.
-  The zoo's figures match this count: the zoo mirror
-  (``pointpillars_zoo-40000x64``) is 61.5 G arithmetic and 104.7 G this way
-  vs the zoo's 108 G, the 43.2 G between the two being the neck's stride-2
-  and stride-4 transposed convs (4x and 16x their arithmetic).  DPU coverage is the share of MACs in layers with a DPU op
+  The zoo does not document how it counts; this count is inferred from its
+  figure: the zoo mirror (``pointpillars_zoo-40000x64``) is 61.5 G
+  arithmetic and 104.7 G this way vs the zoo's 108 G (3 % under, not
+  explained layer by layer), the 43.2 G between the two being the neck's
+  stride-2 and stride-4 transposed convs (4x and 16x their arithmetic).
+
+DPU coverage is the share of MACs in layers with a DPU op
 (:func:`~.inspector.dpu_op_issue`); the CPU glue (voxelization, point
 decoration, scatter, anchor decode, NMS) has no MACs.
 """
@@ -142,8 +145,9 @@ def count_detector_ops(detector: nn.Module,
     ``num_voxels`` overrides the pillar encoder's voxel axis (default: the
     test-time ``max_voxels``).  Returns ``dict(convention, subgraphs={name:
     count_module_ops(...)}, total_macs, total_gops, dpu_macs, dpu_gops,
-    dpu_coverage, total_macs_zoo, total_gops_zoo, params, input=dict(max_voxels, max_points,
-    pillar_channels, bev_channels, bev_grid))``.
+    dpu_coverage, total_macs_zoo, total_gops_zoo, params,
+    input=dict(max_voxels, max_points, pillar_channels, bev_channels,
+    bev_grid))``.
     """
     part = partition_detector(detector)
     subgraphs = OrderedDict()

@@ -28,7 +28,8 @@ detector without touching mmdet3d or the model code:
 CPU glue (:class:`DetectorPartition`)
     Hard voxelization through the detector's data preprocessor, the point
     decoration of the voxel encoder (:class:`PointDecoration`, or the
-    detector's own ``HardSimpleVFE`` mean), the detector's own middle
+    detector's own parameter-free ``HardSimpleVFE`` / ``VitisRadiusVFE``),
+    the detector's own middle
     encoder (``PointPillarsScatter`` or spconv ``SparseEncoder``) and
     decode + NMS through the head's own ``predict_by_feat``.
 
@@ -54,6 +55,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import UserInputError
+from ..models import VitisAnchor3DHead, VitisRadiusVFE
 
 PILLAR_ENCODER = 'pillar_encoder'
 BEV = 'bev'
@@ -63,12 +65,15 @@ BEV = 'bev'
 # mirrors, so they must be rejected rather than silently mis-partitioned.
 SUPPORTED = {
     'detector': (VoxelNet, MVXFasterRCNN),
-    'voxel encoder': (PillarFeatureNet, HardVFE, HardSimpleVFE),
+    'voxel encoder': (PillarFeatureNet, HardVFE, HardSimpleVFE,
+                      VitisRadiusVFE),
     'middle encoder': (PointPillarsScatter, SparseEncoder),
     'backbone': (SECOND, ),
     'neck': (SECONDFPN, FPN),
-    'bbox head': (Anchor3DHead, ),
+    'bbox head': (Anchor3DHead, VitisAnchor3DHead),
 }
+# parameter-free voxel encoders: CPU glue, run as they are
+CPU_VOXEL_ENCODERS = (HardSimpleVFE, VitisRadiusVFE)
 
 
 class UnsupportedModelError(UserInputError):
@@ -323,7 +328,8 @@ class DetectorPartition(nn.Module):
             (hard voxelization).
         decoration: :class:`PointDecoration` for PillarFeatureNet / HardVFE,
             else None.
-        voxel_mean: the detector's ``HardSimpleVFE`` (CPU), else None.
+        voxel_mean: the detector's parameter-free voxel encoder
+            (``HardSimpleVFE`` / ``VitisRadiusVFE``, CPU), else None.
         middle_encoder: the detector's ``PointPillarsScatter`` or
             ``SparseEncoder`` (CPU).
         bbox_head: the detector's ``Anchor3DHead`` (decode + NMS on the CPU;
@@ -544,7 +550,7 @@ def partition_detector(detector: nn.Module,
     head = parts['bbox head'][1]
     subgraphs, sources = {}, {}
     decoration = voxel_mean = None
-    if isinstance(encoder, HardSimpleVFE):
+    if type(encoder) in CPU_VOXEL_ENCODERS:
         voxel_mean = encoder
     else:
         decoration = PointDecoration(encoder)

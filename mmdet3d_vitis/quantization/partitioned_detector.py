@@ -10,6 +10,8 @@ mmdet3d's metrics and mmengine's test loop work unchanged.
 
 A quantization backend swaps each DPU subgraph for a fake-quant (or
 deployed) module with the same signature via :meth:`set_subgraph`.
+``loss`` trains through the subgraphs: quantization-aware training
+(:class:`mmdet3d_vitis.hooks.DPUQATHook`) makes this the runner's model.
 
 Config use::
 

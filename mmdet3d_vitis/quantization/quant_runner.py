@@ -94,11 +94,6 @@ INSPECT_FILE = 'inspect.json'
 SAMPLE_METHODS = ('random', 'sequential')
 QUANT_MODES = ('float', 'calib', 'test')
 DEPLOY_DIR = 'deploy'
-NNDCT_DUMP_MESSAGE = (
-    '--dump_xmodel with the nndct backend needs the Vitis AI XIR xmodel '
-    'export, which mmdet3d_vitis does not implement yet; calibrate and test '
-    'with --backend builtin to export the deploy folder (QDQ ONNX subgraphs '
-    '+ pipeline.json)')
 
 
 @dataclass
@@ -133,8 +128,6 @@ class QuantOptions:
                 '--dump_xmodel needs --quant_mode test (it exports the '
                 'calibrated model: run --quant_mode calib first, then '
                 '--quant_mode test --dump_xmodel)')
-        if self.dump_xmodel and self.backend == 'nndct':
-            raise UserInputError(NNDCT_DUMP_MESSAGE)
         if (not isinstance(self.deploy_check_frames, int)
                 or self.deploy_check_frames < 0):
             raise UserInputError(
@@ -728,14 +721,18 @@ def _check_deployable(qmodel: QuantizedModel) -> None:
         raise UserInputError(
             '--dump_xmodel: the deploy glue implements PillarFeatureNet with '
             'legacy=False only; this model uses legacy=True')
-    if not hasattr(qmodel.backend, 'export_onnx'):
-        raise UserInputError(NNDCT_DUMP_MESSAGE)
+    if not (hasattr(qmodel.backend, 'export_onnx')
+            or hasattr(qmodel.backend, 'export_xmodel')):
+        raise UserInputError(
+            f'--dump_xmodel: the {qmodel.backend.name} backend exports '
+            'nothing')
 
 
 def export_deploy(cfg: Config, qmodel: QuantizedModel, deploy_dir: str,
                   source: Optional[dict] = None) -> dict:
-    """Write the deploy folder of ``qmodel`` (int8 state loaded): one QDQ
-    ONNX file per DPU subgraph (``<name>_int.onnx``) and ``pipeline.json``.
+    """Write the deploy folder of ``qmodel`` (int8 state loaded): one file
+    per DPU subgraph -- ``<name>_int.onnx`` (QDQ ONNX, builtin backend) or
+    ``<name>_int.xmodel`` (nndct, needs XIR) -- and ``pipeline.json``.
 
     Staged in a temporary folder next to ``deploy_dir`` and renamed into
     place at the end (a failure leaves ``deploy_dir`` as it was; an existing
@@ -757,17 +754,24 @@ def export_deploy(cfg: Config, qmodel: QuantizedModel, deploy_dir: str,
     os.makedirs(parent, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=f'.{osp.basename(deploy_dir)}.staging-',
                              dir=parent)
+    onnx = hasattr(qmodel.backend, 'export_onnx')
     try:
         exported, files, shapes = {}, {}, {}
         for name in qmodel.model.subgraph_names:
-            files[name] = f'{name}_int.onnx'
+            files[name] = f'{name}_int.{"onnx" if onnx else "xmodel"}'
             path = osp.join(stage, files[name])
             print(f'exporting DPU subgraph {name} to {files[name]}',
                   flush=True)
-            exported[name] = qmodel.backend.export_onnx(
-                name, qmodel.qmods[name], qmodel.model.example_inputs(name),
-                path)
-            shapes[name] = _onnx_shapes(path)
+            if onnx:  # builtin: QDQ ONNX
+                exported[name] = qmodel.backend.export_onnx(
+                    name, qmodel.qmods[name],
+                    qmodel.model.example_inputs(name), path)
+                shapes[name] = _onnx_shapes(path)
+            else:  # nndct: torch_quantizer.export_xmodel
+                exported[name] = qmodel.backend.export_xmodel(
+                    name, qmodel.float_subgraphs[name],
+                    qmodel.model.example_inputs(name), stage)
+                shapes[name] = exported[name]['shapes']
         manifest = deploy_manifest(cfg, qmodel, exported, files, shapes,
                                    source)
         validate_manifest(json.loads(json.dumps(manifest)), stage)
@@ -901,8 +905,6 @@ def load_test_model(opts: QuantOptions, detector: nn.Module
         backend_name = calib['backend']  # the one that calibrated
     backend = get_backend(backend_name, quant_mode='test',
                           output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
-    if opts.dump_xmodel and not hasattr(backend, 'export_onnx'):
-        raise UserInputError(NNDCT_DUMP_MESSAGE)
     try:
         # Loads (and checks) the calibration state before anything runs.
         qmodel = quantize_model(
@@ -918,33 +920,47 @@ def load_test_model(opts: QuantOptions, detector: nn.Module
     return qmodel, calib, fast_finetune
 
 
+def export_and_check(opts: QuantOptions, cfg: Config,
+                     qmodel: QuantizedModel, source: dict
+                     ) -> Tuple[str, Optional[dict]]:
+    """``--dump_xmodel``: write the deploy folder of ``qmodel``, then its
+    deploy check on ``--deploy_check_frames`` test frames
+    (QUANT_DIR/deploy_check.json).  Returns ``(deploy folder, summary of
+    the check or None)``."""
+    backend = qmodel.backend
+    deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
+    check_path = osp.join(opts.quant_dir, DEPLOY_CHECK_FILE)
+    if osp.exists(check_path):  # belongs to the folder being replaced
+        os.remove(check_path)
+    export_deploy(cfg, qmodel, deploy_dir, source=source)
+    if not opts.deploy_check_frames:
+        return osp.abspath(deploy_dir), None
+    if not hasattr(backend, 'deploy_check'):
+        print(f'{backend.name} backend: the xmodel export wrote its own '
+              f'deploy-check data (deploy_check_data_int/) in {deploy_dir}; '
+              'compare it on the board')
+        return osp.abspath(deploy_dir), None
+    dataset = build_dataset(eval_dataset_cfg(cfg))
+    n = min(opts.deploy_check_frames, len(dataset))
+    result = run_deploy_check(qmodel, deploy_dir, dataset, range(n),
+                              out_path=check_path)
+    return osp.abspath(deploy_dir), dict(
+        file=osp.abspath(check_path), ok=result['ok'],
+        frames=result['frames'], max_abs_lsb=result['max_abs_lsb'],
+        share_differ={
+            name: max((r['share_differ'] for r in c['vs_dpu']), default=0.0)
+            for name, c in result['subgraphs'].items()},
+        detections_matched=all(d['ok'] for d in result['detections']))
+
+
 def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
     start = time.time()
     qmodel, calib, fast_finetune = load_test_model(opts, detector)
     backend = qmodel.backend
     deploy = check = None
     if opts.dump_xmodel:
-        deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
-        check_path = osp.join(opts.quant_dir, DEPLOY_CHECK_FILE)
-        if osp.exists(check_path):  # belongs to the folder being replaced
-            os.remove(check_path)
-        export_deploy(cfg, qmodel, deploy_dir,
-                      source=dict(_settings(opts), calib=calib))
-        deploy = osp.abspath(deploy_dir)
-        if opts.deploy_check_frames:
-            dataset = build_dataset(eval_dataset_cfg(cfg))
-            n = min(opts.deploy_check_frames, len(dataset))
-            result = run_deploy_check(qmodel, deploy_dir, dataset, range(n),
-                                      out_path=check_path)
-            check = dict(
-                file=osp.abspath(check_path), ok=result['ok'],
-                frames=result['frames'], max_abs_lsb=result['max_abs_lsb'],
-                share_differ={
-                    name: max((r['share_differ'] for r in c['vs_dpu']),
-                              default=0.0)
-                    for name, c in result['subgraphs'].items()},
-                detections_matched=all(d['ok']
-                                       for d in result['detections']))
+        deploy, check = export_and_check(
+            opts, cfg, qmodel, source=dict(_settings(opts), calib=calib))
     work_dir = _work_dir(opts, cfg)
     float_metrics, float_summary = evaluate(cfg, detector, work_dir, 'float')
     int8_metrics, int8_summary = evaluate(cfg, qmodel.model, work_dir,
@@ -1031,24 +1047,8 @@ def run_qat_test(opts: QuantOptions, cfg: Config, checkpoint: dict) -> dict:
     source = dict(_settings(opts), qat=dict(
         {k: v for k, v in state.items() if k not in ('histories', 'tensors')}))
     if opts.dump_xmodel:
-        deploy_dir = opts.deploy_dir or osp.join(opts.quant_dir, DEPLOY_DIR)
-        check_path = osp.join(opts.quant_dir, DEPLOY_CHECK_FILE)
-        if osp.exists(check_path):  # belongs to the folder being replaced
-            os.remove(check_path)
-        export_deploy(cfg, qmodel, deploy_dir, source=source)
-        deploy = osp.abspath(deploy_dir)
-        frames = getattr(opts, 'deploy_check_frames', 0)
-        if frames:
-            # the exported pipeline vs the QAT model in PyTorch
-            dataset = build_dataset(eval_dataset_cfg(cfg))
-            n = min(frames, len(dataset))
-            result = run_deploy_check(qmodel, deploy_dir, dataset, range(n),
-                                      out_path=check_path)
-            check = dict(
-                file=osp.abspath(check_path), ok=result['ok'],
-                frames=result['frames'], max_abs_lsb=result['max_abs_lsb'],
-                detections_matched=all(d['ok']
-                                       for d in result['detections']))
+        # the exported pipeline is checked against the QAT model in PyTorch
+        deploy, check = export_and_check(opts, cfg, qmodel, source=source)
     work_dir = _work_dir(opts, cfg)
     float_ckpt = state.get('float_checkpoint')
     float_metrics = float_summary = delta = None
@@ -1102,8 +1102,10 @@ def run_quant(opts: QuantOptions) -> dict:
             f'--quant_dir {opts.quant_dir!r} exists and is not a folder')
     # An unavailable backend (nndct outside the Vitis AI docker) fails now,
     # not after the model and data are loaded; creating one writes nothing.
-    get_backend(opts.backend, quant_mode='float', output_dir=opts.quant_dir,
-                bitwidth=opts.bitwidth)
+    backend = get_backend(opts.backend, quant_mode='float',
+                          output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    if opts.dump_xmodel and hasattr(backend, 'require_xir'):
+        backend.require_xir()  # nndct's xmodel export needs Vitis AI's XIR
     cfg = load_quant_config(opts)
     from ..checkpoint import load_checkpoint_file
     from ..hooks.qat import qat_state_of

@@ -21,6 +21,7 @@ Used API (vai_q_pytorch, Vitis AI 3.x ``pytorch_nndct.apis``)::
     quantizer.fast_finetune(run_fn, run_args)  # calib, before calibration
     quantizer.load_ft_param()                # test
     quantizer.export_quant_config()          # calib, after calibration
+    quantizer.export_xmodel(output_dir, deploy_check=True)  # test, batch 1
 
 Quantization-aware training (``pytorch_nndct.QatProcessor``, see
 :meth:`NndctBackend.qat_wrap`)::
@@ -82,6 +83,7 @@ class NndctBackend(QuantBackend):
                 'builtin.') from e
         self._torch_quantizer = torch_quantizer
         self._quantizers = OrderedDict()  # name -> (quantizer, quant_model)
+        self._ft_loaded = set()  # test mode: fast-finetuned params loaded
 
     def subgraph_dir(self, name: str) -> str:
         return os.path.join(self.output_dir, name)
@@ -125,6 +127,7 @@ class NndctBackend(QuantBackend):
         quantizer = entry[0]
         if self.quant_mode == 'test':
             quantizer.load_ft_param()
+            self._ft_loaded.add(name)
             return
         calib_inputs = list(calib_inputs)
         if not calib_inputs:
@@ -155,6 +158,79 @@ class NndctBackend(QuantBackend):
             merged['version'] = merged['version'] or info.get('version')
         atomic_write_json(self.quant_info_path, merged)
         return self.quant_info_path
+
+    # -- deploy --------------------------------------------------------------
+    @staticmethod
+    def require_xir() -> None:
+        """Refuse clearly where Vitis AI's XIR (``import xir``), which
+        nndct's xmodel export uses, is missing."""
+        try:
+            import xir  # noqa: F401
+        except Exception as e:
+            raise BackendUnavailableError(
+                'the xmodel export (--dump_xmodel with the nndct backend) '
+                'needs XIR, the Vitis AI `xir` Python module of the Vitis AI '
+                'docker image; it does not import here '
+                f'({type(e).__name__}: {e}). Use --backend builtin for the '
+                'ONNX deploy folder.') from e
+
+    def export_xmodel(self, name: str, module: nn.Module, example_inputs,
+                      out_dir: str) -> dict:
+        """Write DPU subgraph ``name`` as ``out_dir/<name>_int.xmodel`` with
+        ``torch_quantizer.export_xmodel(output_dir, deploy_check=True)``
+        (test mode, batch size 1; nndct also dumps its deploy-check data in
+        ``out_dir``).  ``module`` is the float subgraph.
+
+        nndct's ``dump_xmodel`` exports the quantizer it registered last, so
+        a fresh test-mode quantizer of this subgraph is made (loading its
+        calibration result and fast-finetuned parameters) and run once
+        right before the export.  Returns ``dict(path, subgraph, inputs,
+        outputs, shapes)``; the xmodel itself carries the fix positions, so
+        the boundary entries have none (VART reads ``fix_point`` from the
+        xmodel's tensors on the board).
+        """
+        self._require_mode('export_xmodel', 'test')
+        self.require_xir()
+        if name not in self._quantizers:
+            raise QuantStateError(
+                f'DPU subgraph {name!r} was not wrapped by this backend')
+        example_inputs = tuple(
+            x[:1].to(self.device) if isinstance(x, Tensor) else x
+            for x in normalize_inputs(example_inputs))
+        quantizer = self._torch_quantizer(
+            'test', copy.deepcopy(module).to(self.device).eval(),
+            example_inputs, output_dir=self.subgraph_dir(name),
+            bitwidth=self.bitwidth, device=self.device)
+        if name in self._ft_loaded:
+            quantizer.load_ft_param()
+        with torch.no_grad():
+            outs = quantizer.quant_model(*example_inputs)
+        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        os.makedirs(out_dir, exist_ok=True)
+        before = set(f for f in os.listdir(out_dir) if f.endswith('.xmodel'))
+        quantizer.export_xmodel(output_dir=out_dir, deploy_check=True)
+        new = sorted(f for f in os.listdir(out_dir)
+                     if f.endswith('.xmodel') and f not in before)
+        if len(new) != 1:
+            raise QuantStateError(
+                f'export_xmodel of {name!r} wrote {new or "no xmodel"} in '
+                f'{out_dir}, expected one <Model>_int.xmodel')
+        path = os.path.join(out_dir, f'{name}_int.xmodel')
+        os.replace(os.path.join(out_dir, new[0]), path)
+
+        def entries(prefix, tensors):
+            return [OrderedDict(name=f'{prefix}_{i}', tensor=None,
+                                fix_pos=None, scale=None)
+                    for i, _ in enumerate(tensors)]
+
+        return OrderedDict(
+            path=path, subgraph=name,
+            inputs=entries('input', example_inputs),
+            outputs=entries('output', outs),
+            shapes=(
+                {f'input_{i}': list(x.shape)
+                 for i, x in enumerate(example_inputs)},
+                {f'output_{i}': list(o.shape) for i, o in enumerate(outs)}))
 
     # -- quantization-aware training ----------------------------------------
     def qat_wrap(self, name: str, module: nn.Module,

@@ -1,0 +1,69 @@
+# The contest task (front camera, car and pedestrian, 7-dim painted points)
+# on a DPU-deployable pillar model: painted points -> pillars -> SECOND ->
+# SECONDFPN -> Anchor3DHead, the small PointPillars of
+# configs/pointpillars/ with the painting transform in front. Unlike the
+# reference's spconv middle, every learned layer runs on the DPU.
+_base_ = ['../pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py']
+
+data_root = 'data/synthetic/'
+class_names = ['car', 'pedestrian']
+metainfo = dict(classes=class_names, version='v1.0-mini')
+# the front camera sees x > 0: a 51.2 x 102.4 m range, 0.4 m pillars
+point_cloud_range = [0, -51.2, -5, 51.2, 51.2, 3]
+voxel_size = [0.4, 0.4, 8]
+grid_hw = [256, 128]
+painting = dict(
+    type='VitisPointPainting', source='masks', cameras=['CAM_FRONT'],
+    num_classes=3, class_map={0: 1, 7: 2},  # mask labels: nuScenes order
+    mask_root=data_root + 'seg_masks', min_depth=1.0)
+num_point_features = 4 + 3
+input_modality = dict(use_lidar=True, use_camera=True)
+cams = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
+        'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
+data_prefix = dict(pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP',
+                   **{cam: f'samples/{cam}' for cam in cams})
+# nuScenes anchor sizes and bottom z of car and pedestrian
+car_z, ped_z = -1.80032795, -1.61785072
+
+model = dict(
+    data_preprocessor=dict(
+        voxel_layer=dict(point_cloud_range=point_cloud_range,
+                         voxel_size=voxel_size)),
+    pts_voxel_encoder=dict(
+        in_channels=num_point_features, voxel_size=voxel_size,
+        point_cloud_range=point_cloud_range),
+    pts_middle_encoder=dict(output_shape=grid_hw),
+    pts_bbox_head=dict(
+        num_classes=2,
+        anchor_generator=dict(
+            ranges=[[0, -51.2, car_z, 51.2, 51.2, car_z],
+                    [0, -51.2, ped_z, 51.2, 51.2, ped_z]],
+            sizes=[[4.60718145, 1.95017717, 1.72270761],
+                   [0.7256437, 0.66344886, 1.75748069]])))
+
+load_points = dict(
+    type='LoadPointsFromFile', coord_type='LIDAR', load_dim=5, use_dim=4)
+train_pipeline = [
+    load_points,
+    dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True),
+    painting,  # before any augmentation: it projects into the cameras
+    dict(type='GlobalRotScaleTrans', rot_range=[-0.3925, 0.3925],
+         scale_ratio_range=[0.95, 1.05], translation_std=[0, 0, 0]),
+    dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='ObjectNameFilter', classes=class_names),
+    dict(type='PointShuffle'),
+    dict(type='Pack3DDetInputs',
+         keys=['points', 'gt_bboxes_3d', 'gt_labels_3d'])
+]
+test_pipeline = [
+    load_points,
+    painting,
+    dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='Pack3DDetInputs', keys=['points'])
+]
+dataset = dict(data_root=data_root, metainfo=metainfo,
+               modality=input_modality, data_prefix=data_prefix)
+train_dataloader = dict(dataset=dict(**dataset, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(**dataset, pipeline=test_pipeline))
+test_dataloader = val_dataloader
