@@ -65,7 +65,7 @@ def environment(threads: int) -> dict:
 
 # VmHWM (this process's RSS high-water mark, reset by exec), not
 # ru_maxrss, which Linux carries over from the parent across fork + exec.
-_PEAK_CODE = r'''
+_HWM_PREAMBLE = r'''
 import sys, json
 def hwm():
     with open('/proc/self/status') as f:
@@ -74,6 +74,8 @@ def hwm():
                 return int(line.split()[1])
 import numpy as np
 sys.path.insert(0, sys.argv[1])
+'''
+_PEAK_CODE = _HWM_PREAMBLE + r'''
 from mmdet3d_vitis.deploy import Pipeline
 pts = np.load(sys.argv[3])
 before = hwm()
@@ -84,15 +86,7 @@ print(json.dumps(dict(peak_kb=hwm(), after_import_kb=before)))
 '''
 
 
-_FLOAT_PEAK_CODE = r'''
-import sys, json
-def hwm():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1])
-import numpy as np
-sys.path.insert(0, sys.argv[1])
+_FLOAT_PEAK_CODE = _HWM_PREAMBLE + r'''
 from mmengine.registry import init_default_scope
 import mmdet3d_vitis
 from mmdet3d_vitis.config_utils import load_config
