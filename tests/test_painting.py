@@ -24,7 +24,7 @@ from mmdet3d.registry import DATASETS
 from mmdet3d_vitis.painting import (ALL_CAMERAS, PaintingError,
                                     VitisPointPainting, project_to_image)
 
-from conftest import ZOO_PP_CONFIG
+from conftest import REPO, ZOO_PP_CONFIG
 
 CAR = 0  # nuScenes class index of car; painted class = label + 1
 
@@ -172,3 +172,86 @@ def test_bad_configuration_is_refused():
         VitisPointPainting(source='oracle', cameras=['CAM_TOP'])
     with pytest.raises(PaintingError, match='lidar2cam'):
         project_to_image(np.zeros((1, 3)), np.eye(3), np.eye(3), (10, 10))
+
+
+SEG_CONFIG = osp.join(REPO, 'configs', 'pointpainting',
+                      'semantic-fpn_r18_synthetic-cams.py')
+
+
+def test_segmenter_source_paints_softmax_scores(tiny_synthetic_root,
+                                                tmp_path):
+    """source='segmenter': a (here untrained, seeded) VitisSemanticFPN runs
+    on each camera image; 'scores' appends its softmax summed into the
+    painted classes (rows sum to 1), 'onehot' the argmax; a missing
+    checkpoint is refused clearly."""
+    from mmdet3d.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(SEG_CONFIG).model)
+    ckpt = str(tmp_path / 'seg.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    root = tiny_synthetic_root
+    painting = dict(type='VitisPointPainting', source='segmenter',
+                    cameras=['CAM_FRONT', 'CAM_BACK'], num_classes=3,
+                    class_map={0: 1, 7: 2},
+                    segmenter=dict(config=SEG_CONFIG, checkpoint=ckpt),
+                    img_root=osp.join(root, 'samples', '{cam}'))
+    out = {}
+    for mode in ('scores', 'onehot'):
+        ds = _dataset(root, osp.join(root, 'nuscenes_infos_val.pkl'),
+                      _pipeline(dict(painting, mode=mode)),
+                      pts='samples/LIDAR_TOP')
+        res = ds.pipeline(ds.get_data_info(0))
+        out[mode] = res['points'].tensor[:, 5:].numpy()
+        assert out[mode].shape[1] == 3 and len(out[mode]) > 100
+        np.testing.assert_allclose(out[mode].sum(1), 1, rtol=1e-5)
+    assert not np.isin(out['scores'], [0.0, 1.0]).all()  # soft scores
+    assert np.isin(out['onehot'], [0.0, 1.0]).all()
+    np.testing.assert_array_equal(out['scores'].argmax(1),
+                                  out['onehot'].argmax(1))
+    missing = VitisPointPainting(
+        source='segmenter', num_classes=3, class_map={0: 1, 7: 2},
+        segmenter=dict(config=SEG_CONFIG, checkpoint=str(tmp_path / 'no')))
+    with pytest.raises(PaintingError, match='checkpoint'):
+        missing._segmenter_model()
+    with pytest.raises(PaintingError, match='segmenter='):
+        VitisPointPainting(source='segmenter')
+
+
+def test_paint_tool_writes_painted_points_and_infos(tiny_synthetic_root,
+                                                    tmp_path):
+    """tools/paint.py paints a split offline with the segmenter (seeded,
+    untrained), writes float32 .bin files of the configured width and an
+    info pkl pointing at them, and resumes without repainting."""
+    from mmdet3d.registry import MODELS
+    from mmengine import load
+    from conftest import load_tool
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / 'seg.pth')
+    torch.save({'state_dict': MODELS.build(
+        Config.fromfile(SEG_CONFIG).model).state_dict()}, ckpt)
+    root = tiny_synthetic_root + '/'
+    config = osp.join(REPO, 'configs', 'pointpainting',
+                      'pointpainting_pointpillars-small_contest-synthetic-'
+                      '3d.py')
+    out = tmp_path / 'painted'
+    argv = [config, '--seg-checkpoint', ckpt, '--seg-config', SEG_CONFIG,
+            '--out-dir', str(out), '--splits', 'val', '--cfg-options',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}']
+    tool = load_tool('paint')
+    first = tool.main(argv)[0]
+    assert first['written'] == first['samples'] > 0
+    assert first['num_pts_feats'] == 4 + 3
+    infos = load(first['info'])['data_list']
+    for info in infos:
+        lp = info['lidar_points']
+        pts = np.fromfile(out / 'samples' / 'LIDAR_TOP' / lp['lidar_path'],
+                          np.float32).reshape(-1, lp['num_pts_feats'])
+        assert len(pts) > 0
+        np.testing.assert_allclose(pts[:, 4:].sum(1), 1, rtol=1e-4)
+        assert (pts[:, 1] > 0).mean() > 0.95  # front camera: LiDAR +y
+    again = tool.main(argv)[0]
+    assert again['written'] == 0 and again['skipped'] == first['samples']
+    with pytest.raises(Exception, match='seg'):
+        tool.main([config, '--seg-checkpoint', str(tmp_path / 'none'),
+                   '--out-dir', str(out)])

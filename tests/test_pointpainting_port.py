@@ -1,8 +1,9 @@
 """The contest reference PointPainting port (configs/pointpainting/):
 VitisRadiusVFE against an independent computation, the SpMiddleFHD encoder's
-BEV output (1, 128, 248, 124) on the real nuScenes frame painted through
-the front camera, and VitisAnchor3DHead's class-agnostic NMS against
-"best class per anchor, then one NMS"."""
+BEV output on the real nuScenes frame painted through the front camera
+(the reference's (1, 128, 248, 124) transposed: nuScenes' LiDAR looks along
++y, the reference's frame along +x), and VitisAnchor3DHead's class-agnostic
+NMS against "best class per anchor, then one NMS"."""
 import copy
 import glob
 import os.path as osp
@@ -80,7 +81,9 @@ def test_encoder_output_on_the_real_frame(cfg, nuscenes_demo_dir):
     sample = real_frame_sample(cfg, nuscenes_demo_dir)
     points = sample['inputs']['points']
     assert points.shape[1] == 7  # x, y, z, intensity, bg / car / person
-    assert (points[:, 0] >= 0).all()  # front camera, range x >= 0
+    # the front camera looks along +y in nuScenes' LIDAR_TOP frame
+    assert (points[:, 1] >= 0).all() and (points[:, 0] < 0).any() and (
+        points[:, 0] > 0).any()
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     data = model.data_preprocessor(pseudo_collate([sample]), False)
@@ -90,7 +93,8 @@ def test_encoder_output_on_the_real_frame(cfg, nuscenes_demo_dir):
                                     vox['coors'])
         assert feats.shape == (vox['voxels'].shape[0], 6)
         bev = model.middle_encoder(feats, vox['coors'], 1)
-    assert tuple(bev.shape) == (1, 128, 248, 124)
+    # the reference's (1, 128, 248, 124) on its x-forward frame, transposed
+    assert tuple(bev.shape) == (1, 128, 124, 248)
     assert bev.abs().sum() > 0
 
 

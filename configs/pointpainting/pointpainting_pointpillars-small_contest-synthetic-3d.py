@@ -8,10 +8,11 @@ _base_ = ['../pointpillars/pointpillars_small_secfpn_synthetic-nus-3d.py']
 data_root = 'data/synthetic/'
 class_names = ['car', 'pedestrian']
 metainfo = dict(classes=class_names, version='v1.0-mini')
-# the front camera sees x > 0: a 51.2 x 102.4 m range, 0.4 m pillars
-point_cloud_range = [0, -51.2, -5, 51.2, 51.2, 3]
+# the front camera looks along +y of nuScenes' LIDAR_TOP frame: a
+# 102.4 x 51.2 m half-space in front, 0.4 m pillars
+point_cloud_range = [-51.2, 0, -5, 51.2, 51.2, 3]
 voxel_size = [0.4, 0.4, 8]
-grid_hw = [256, 128]
+grid_hw = [128, 256]
 painting = dict(
     type='VitisPointPainting', source='masks', cameras=['CAM_FRONT'],
     num_classes=3, class_map={0: 1, 7: 2},  # mask labels: nuScenes order
@@ -36,8 +37,8 @@ model = dict(
     pts_bbox_head=dict(
         num_classes=2,
         anchor_generator=dict(
-            ranges=[[0, -51.2, car_z, 51.2, 51.2, car_z],
-                    [0, -51.2, ped_z, 51.2, 51.2, ped_z]],
+            ranges=[[-51.2, 0, car_z, 51.2, 51.2, car_z],
+                    [-51.2, 0, ped_z, 51.2, 51.2, ped_z]],
             sizes=[[4.60718145, 1.95017717, 1.72270761],
                    [0.7256437, 0.66344886, 1.75748069]])))
 

@@ -15,8 +15,12 @@ custom_imports = dict(imports=['mmdet3d_vitis'], allow_failed_imports=False)
 
 data_root = 'data/synthetic/'
 class_names = ['car', 'pedestrian']
-# reference: range [0, -49.6, -5, 49.6, 49.6, 3], voxel 0.05 x 0.05 x 0.2
-point_cloud_range = [0, -49.6, -5, 49.6, 49.6, 3]
+# reference: range [0, -49.6, -5, 49.6, 49.6, 3], voxel 0.05 x 0.05 x 0.2,
+# in a frame whose x axis looks forward.  nuScenes' LIDAR_TOP frame (and the
+# synthetic set's) looks forward along +y, so the same front half-space is
+# x in [-49.6, 49.6], y in [0, 49.6] here: sparse shape [41, 992, 1984] and
+# a 124 x 248 BEV map, the reference's 248 x 124 transposed.
+point_cloud_range = [-49.6, 0, -5, 49.6, 49.6, 3]
 voxel_size = [0.05, 0.05, 0.2]
 # painted points: x, y, z, intensity + background / car / person scores
 painting = dict(
@@ -44,7 +48,7 @@ model = dict(
     # SpConv(64, k (3, 1, 1), s (2, 1, 1)); BN1d(eps 1e-3, momentum 0.01)
     middle_encoder=dict(
         in_channels=num_point_features - 1,
-        sparse_shape=[41, 1984, 992],
+        sparse_shape=[41, 992, 1984],
         norm_cfg=dict(type='BN1d', eps=1e-3, momentum=0.01),
         base_channels=16,
         output_channels=64,
@@ -68,9 +72,9 @@ model = dict(
         anchor_generator=dict(
             type='Anchor3DRangeGenerator',  # endpoints included
             # SECOND (w, l, h), centre z -> mmdet3d (l, w, h), bottom z
-            ranges=[[0, -49.6, -0.939 - 1.56 / 2, 49.6, 49.6,
+            ranges=[[-49.6, 0, -0.939 - 1.56 / 2, 49.6, 49.6,
                      -0.939 - 1.56 / 2],
-                    [0, -49.6, -0.739 - 1.73 / 2, 49.6, 49.6,
+                    [-49.6, 0, -0.739 - 1.73 / 2, 49.6, 49.6,
                      -0.739 - 1.73 / 2]],
             sizes=[[3.9, 1.6, 1.56], [0.8, 0.6, 1.73]],
             rotations=[0, 1.57],

@@ -13,6 +13,9 @@ Where the scores come from (``source``):
   camera sees gets the class of the ground-truth 3D box it lies in
   (``gt_bboxes_3d`` / ``gt_labels_3d``, so ``LoadAnnotations3D`` must come
   first), background outside boxes;
+* ``'segmenter'``: a trained 2D segmenter (``VitisSemanticFPN``) run on
+  each camera image; ``mode='scores'`` appends its softmax scores (summed
+  into the painted classes), ``'onehot'`` its argmax;
 * ``'oracle_2d'``: the ground-truth boxes projected into each camera and
   rasterised (nearest box on top), then painted through the camera like a
   segmenter's masks -- box silhouettes are larger than objects, so points
@@ -42,7 +45,7 @@ __all__ = ['VitisPointPainting', 'ALL_CAMERAS', 'render_box_labels']
 
 ALL_CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
                'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
-SOURCES = ('masks', 'oracle', 'oracle_2d')
+SOURCES = ('masks', 'oracle', 'oracle_2d', 'segmenter')
 MODES = ('scores', 'onehot')
 
 
@@ -169,6 +172,10 @@ class VitisPointPainting(BaseTransform):
         min_depth: metres along the optical axis below which a point is not
             seen (the reference: 1 m).
         mask_root: folder of ``CAM/<image name>.png`` masks (``'masks'``).
+        segmenter: ``dict(config=..., checkpoint=...)`` of a 2D segmenter
+            with ``predict_scores`` (``VitisSemanticFPN``) for
+            ``source='segmenter'``; its classes are background + the
+            dataset's, in order (``class_map`` keys are its label - 1).
         append_scores: False keeps the camera-view filtering but appends
             no scores (the unpainted baseline of a painted model, on the
             same points).
@@ -184,7 +191,8 @@ class VitisPointPainting(BaseTransform):
                  mode: str = 'scores', keep_outside: bool = False,
                  min_depth: float = 1.0, mask_root: Optional[str] = None,
                  img_root: Optional[str] = None,
-                 append_scores: bool = True):
+                 append_scores: bool = True,
+                 segmenter: Optional[dict] = None):
         if source not in SOURCES:
             raise PaintingError(f'source must be one of {SOURCES}, got '
                                 f'{source!r}')
@@ -195,6 +203,11 @@ class VitisPointPainting(BaseTransform):
                                 f'{cameras!r}')
         if source == 'masks' and not mask_root:
             raise PaintingError("source='masks' needs mask_root")
+        if source == 'segmenter' and not (
+                isinstance(segmenter, dict) and segmenter.get('config')):
+            raise PaintingError(
+                "source='segmenter' needs segmenter=dict(config=..., "
+                'checkpoint=...)')
         if int(num_classes) < 2:
             raise PaintingError('num_classes counts background and at '
                                 'least one class (>= 2)')
@@ -213,6 +226,8 @@ class VitisPointPainting(BaseTransform):
         self.mask_root = mask_root
         self.img_root = img_root
         self.append_scores = bool(append_scores)
+        self.segmenter = segmenter
+        self._segmenter = None  # built on first use
 
     def painted_class(self, labels: np.ndarray) -> np.ndarray:
         """Dataset label (-1: background) -> painted class index."""
@@ -258,6 +273,46 @@ class VitisPointPainting(BaseTransform):
         inside = member.any(1)
         return np.where(inside, labels[member.argmax(1)], 0)
 
+    def _segmenter_model(self):
+        if self._segmenter is None:
+            from mmengine.config import Config
+            from mmengine.runner import load_checkpoint
+            from mmdet3d.registry import MODELS
+            cfg = self.segmenter
+            if not osp.isfile(cfg.get('checkpoint') or ''):
+                raise PaintingError(
+                    f"segmenter checkpoint {cfg.get('checkpoint')!r} not "
+                    'found (train one with tools/train.py configs/'
+                    'pointpainting/semantic-fpn_r18_synthetic-cams.py)')
+            model = MODELS.build(Config.fromfile(cfg['config']).model)
+            load_checkpoint(model, cfg['checkpoint'], map_location='cpu',
+                            logger='silent')
+            self._segmenter = model.eval()
+        return self._segmenter
+
+    def _segmenter_scores(self, cam: str, cam_info: dict):
+        """``(painted-class scores (K, h, w) at the network's resolution,
+        the image's (H, W))``: the segmenter's softmax over background +
+        the dataset classes, summed into the painted classes."""
+        from PIL import Image
+        model = self._segmenter_model()
+        path = self._image_path(cam, cam_info)
+        if not osp.isfile(path):
+            raise PaintingError(f'camera image {path} not found')
+        with Image.open(path) as im:
+            w, h = im.size
+            size = model.test_input_size or (h, w)
+            im.draft('RGB', (size[1], size[0]))  # JPEG: decode reduced
+            rgb = np.asarray(im.convert('RGB').resize((size[1], size[0])),
+                             np.float32)
+        with torch.no_grad():
+            seg = model.predict_scores(
+                torch.from_numpy(rgb).permute(2, 0, 1)[None])[0].numpy()
+        target = self.painted_class(np.arange(seg.shape[0]) - 1)
+        out = np.zeros((self.num_classes, ) + seg.shape[1:], np.float32)
+        np.add.at(out, target, seg)
+        return out, (h, w)
+
     def _class_map(self, results: dict, cam: str, cam_info: dict):
         img = self._image_path(cam, cam_info)
         if self.source == 'masks':
@@ -284,9 +339,13 @@ class VitisPointPainting(BaseTransform):
         camera = np.full(n, -1, np.int64)
         box_class = (self._box_classes(results, xyz)
                      if self.source == 'oracle' else None)
+        scores = np.zeros((n, self.num_classes), np.float32)
         for ci, cam in enumerate(self.cameras):
             info = images[cam]
-            if box_class is None:
+            soft = cls_map = None
+            if self.source == 'segmenter':
+                soft, hw = self._segmenter_scores(cam, info)
+            elif box_class is None:
                 cls_map = self._class_map(results, cam, info)
                 hw = cls_map.shape
             else:
@@ -295,12 +354,21 @@ class VitisPointPainting(BaseTransform):
                                             info['cam2img'], hw,
                                             self.min_depth)
             new = seen & (camera < 0)
-            painted[new] = (box_class[new] if box_class is not None else
-                            cls_map[pix[new, 1], pix[new, 0]])
+            if soft is not None:
+                # the score map is at the network's resolution
+                sh, sw = soft.shape[1:]
+                rows = pix[new, 1] * sh // hw[0]
+                cols = pix[new, 0] * sw // hw[1]
+                scores[new] = soft[:, rows, cols].T
+                painted[new] = scores[new].argmax(1)
+            else:
+                painted[new] = (box_class[new] if box_class is not None
+                                else cls_map[pix[new, 1], pix[new, 0]])
             camera[new] = ci
-        scores = np.zeros((n, self.num_classes), np.float32)
         seen_any = camera >= 0
-        scores[np.flatnonzero(seen_any), painted[seen_any]] = 1.0
+        if self.source != 'segmenter' or self.mode == 'onehot':
+            scores[:] = 0
+            scores[np.flatnonzero(seen_any), painted[seen_any]] = 1.0
         keep = np.ones(n, bool) if self.keep_outside else seen_any
         feats = points.tensor[torch.from_numpy(keep)]
         if self.append_scores:
