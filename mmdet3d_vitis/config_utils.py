@@ -63,9 +63,10 @@ def _datasets(cfg: Config, splits: Sequence[str]
 
 
 def check_data_paths(cfg: Config,
-                     splits: Sequence[str] = ('train', 'val', 'test')
-                     ) -> None:
-    """Every dataset's ``data_root`` and ``ann_file`` must exist."""
+                     splits: Sequence[str] = ('train', 'val', 'test'),
+                     evaluators: bool = True) -> None:
+    """Every dataset's ``data_root`` and ``ann_file`` must exist (and, with
+    ``evaluators``, every evaluator's ``ann_file``)."""
     for split, dataset in _datasets(cfg, splits):
         root = dataset.get('data_root') or ''
         if root and not osp.isdir(root):
@@ -83,7 +84,7 @@ def check_data_paths(cfg: Config,
                     f'(data root {root!r}); create the info pkls with '
                     f"mmdet3d's create_data.py or "
                     f'tools/create_synthetic_nuscenes.py.')
-    for split in splits:
+    for split in splits if evaluators else ():
         evaluator = cfg.get(f'{split}_evaluator')
         for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
             ann = ev.get('ann_file') if isinstance(ev, dict) else None

@@ -30,7 +30,8 @@ from mmengine.config import DictAction  # noqa: E402
 import mmdet3d_vitis  # noqa: F401,E402  (registers components)
 from mmdet3d.registry import DATASETS  # noqa: E402
 from mmdet3d_vitis.cli import run_cli  # noqa: E402
-from mmdet3d_vitis.config_utils import load_config  # noqa: E402
+from mmdet3d_vitis.config_utils import (check_data_paths,  # noqa: E402
+                                        load_config)
 from mmdet3d_vitis.errors import UserInputError  # noqa: E402
 from mmdet3d_vitis.fileio import atomic_write  # noqa: E402
 
@@ -122,11 +123,12 @@ def paint_split(cfg, split: str, painting: dict, out_dir: str) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options,
-                      splits=tuple(args.splits))
     if not osp.isfile(args.seg_checkpoint):
         raise UserInputError(
             f'segmenter checkpoint not found: {args.seg_checkpoint}')
+    # the datasets must exist; the evaluators are not used here
+    cfg = load_config(args.config, args.cfg_options, check_data=False)
+    check_data_paths(cfg, tuple(args.splits), evaluators=False)
     painting = _painting(cfg, args)
     results = [paint_split(cfg, split, painting, args.out_dir)
                for split in args.splits]
