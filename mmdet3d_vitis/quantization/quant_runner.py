@@ -920,6 +920,14 @@ def load_test_model(opts: QuantOptions, detector: nn.Module
     return qmodel, calib, fast_finetune
 
 
+def _write_report(opts: QuantOptions, report: dict) -> dict:
+    """QUANT_DIR/report.json of ``--quant_mode test``; returns ``report``."""
+    path = osp.join(opts.quant_dir, REPORT_FILE)
+    _write_json(path, report)
+    print(f'wrote {path}')
+    return report
+
+
 def export_and_check(opts: QuantOptions, cfg: Config,
                      qmodel: QuantizedModel, source: dict
                      ) -> Tuple[str, Optional[dict]]:
@@ -989,10 +997,7 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         work_dir=work_dir,
         seconds=round(time.time() - start, 3),
         version=__version__)
-    path = osp.join(opts.quant_dir, REPORT_FILE)
-    _write_json(path, report)
-    print(f'wrote {path}')
-    return report
+    return _write_report(opts, report)
 
 
 def run_float(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
@@ -1086,10 +1091,7 @@ def run_qat_test(opts: QuantOptions, cfg: Config, checkpoint: dict) -> dict:
         work_dir=work_dir,
         seconds=round(time.time() - start, 3),
         version=__version__)
-    path = osp.join(opts.quant_dir, REPORT_FILE)
-    _write_json(path, report)
-    print(f'wrote {path}')
-    return report
+    return _write_report(opts, report)
 
 
 def run_quant(opts: QuantOptions) -> dict:
