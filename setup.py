@@ -28,7 +28,9 @@ setup(
         'brevitas==0.13.4',
         'onnx==1.23.2',
         'onnxruntime==1.32.0',
-        # k-d tree of the deploy NMS; BEV / benchmark pictures
+        # compiled deploy glue (numba is also mmdet3d's); k-d tree of the
+        # reference NMS; BEV / benchmark pictures
+        'numba==0.68.1',
         'scipy==1.17.1',
         'matplotlib==3.11.2',
     ],

@@ -512,6 +512,34 @@ def test_anchor_decoder_matches_anchor3d_head(small_head, seed, overrides):
     np.testing.assert_allclose(out['bboxes'][o1], ref_boxes[o2], atol=1e-4)
 
 
+@pytest.mark.parametrize('nms_pre', [-1, 100000])
+def test_anchor_decoder_nhwc_int8_equals_nchw_float(small_head, nms_pre):
+    """The runtime decodes the DPU's int8 NHWC head maps: same result as
+    the float NCHW maps they dequantize to."""
+    from mmengine.config import ConfigDict
+    _, head_cfg, test_cfg = small_head
+    dec = AnchorDecoder.from_config(
+        head_cfg, ConfigDict({**test_cfg, 'nms_pre': nms_pre}))
+    h, w = 20, 30
+    rng = np.random.default_rng(5)
+    a, c, k = dec.num_anchors, dec.num_classes, dec.box_code_size
+    scales = (2.0**-3, 2.0**-5, 2.0**-4)
+    maps_q = [rng.integers(lo, hi, (1, h, w, a * n)).astype(np.int8)
+              for (lo, hi), n in zip([(-90, -10), (-40, 40), (-60, 60)],
+                                     (c, k, 2))]
+    maps_f = [(q.astype(np.float32) * np.float32(s)).transpose(0, 3, 1, 2)
+              for q, s in zip(maps_q, scales)]
+    ref = dec(*maps_f)
+    out = dec(*maps_q, layout='NHWC', scales=scales)
+    assert 20 < len(ref['scores']) <= dec.max_num
+    for key in ('bboxes', 'scores', 'labels'):
+        np.testing.assert_array_equal(out[key], ref[key])
+    with pytest.raises(UserInputError, match='NHWC'):
+        dec(*maps_f, layout='NHWC')  # NCHW maps passed as NHWC
+    with pytest.raises(UserInputError, match='layout'):
+        dec(*maps_q, layout='CHW')
+
+
 def test_anchor_decoder_rejects_bad_maps(small_head):
     _, head_cfg, test_cfg = small_head
     dec = AnchorDecoder.from_config(head_cfg, test_cfg)

@@ -89,8 +89,17 @@ def test_deploy_folder_and_manifest(deployed):
     # no staging leftovers next to it
     assert not [n for n in os.listdir(quant_dir) if 'staging' in n]
     m = load_manifest(deploy_dir)
-    assert (m['format'], m['version']) == ('mmdet3d_vitis.pipeline', 1)
+    assert (m['format'], m['version']) == ('mmdet3d_vitis.pipeline', 2)
     assert [s['name'] for s in m['subgraphs']] == ['pillar_encoder', 'bev']
+    # the DPU's int8 boundaries: pillars in, NHWC rows out, NHWC canvas in
+    enc, bev = m['subgraphs']
+    forms = [(t['dtype'], t['layout'], t['shape']) for t in
+             (enc['inputs'][0], enc['outputs'][0], bev['inputs'][0])]
+    assert forms == [('int8', 'NCHW', [1, 11, 20000, 32]),
+                     ('int8', 'NHWC', [1, 20000, 1, 32]),
+                     ('int8', 'NHWC', [1, 200, 200, 32])]
+    assert all((o['dtype'], o['layout']) == ('int8', 'NHWC')
+               for o in bev['outputs'])
     assert m['voxelization']['voxel_size'] == [0.5, 0.5, 8.0]
     assert m['voxelization']['max_num_points'] == 32
     assert m['voxelization']['max_voxels'] == 20000
@@ -162,10 +171,20 @@ def test_manifest_version_and_keys_are_checked(deployed, tmp_path):
     dst = _copy(deployed, tmp_path)
     path = dst / 'pipeline.json'
     good = json.loads(path.read_text())
-    bad = dict(good, version=2)
+    for version in (1, 3):  # 1: float boundaries, from an older export
+        path.write_text(json.dumps(dict(good, version=version)))
+        with pytest.raises(ManifestError, match='version.*re-export'):
+            load_manifest(str(dst))
+    bad = json.loads(json.dumps(good))
+    bad['subgraphs'][1]['inputs'][0]['layout'] = 'NWHC'
     path.write_text(json.dumps(bad))
-    with pytest.raises(ManifestError, match='version'):
+    with pytest.raises(ManifestError, match='layout'):
         load_manifest(str(dst))
+    # a float canvas input (valid manifest) is not what the runtime writes
+    bad['subgraphs'][1]['inputs'][0].update(layout='NCHW', dtype='float32')
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ManifestError, match='bev input is float32 NCHW'):
+        Pipeline(str(dst))
     bad = json.loads(json.dumps(good))
     del bad['voxelization']['max_voxels']
     path.write_text(json.dumps(bad))
@@ -335,3 +354,33 @@ def test_voxel_overflow_error_or_drop(deployed):
     assert_well_formed(strict(cloud[:strict.max_voxels]), strict)
     lenient = Pipeline(deployed[1], num_threads=1, on_overflow='drop')
     assert_well_formed(lenient(cloud), lenient)
+
+
+def test_scatter_over_many_frames_equals_a_fresh_canvas(pipelines):
+    """The reused int8 NHWC canvas after frame after frame (past the
+    cell stamps' wrap-around at 255) equals a fresh scatter of the last
+    frame's rows, requantized from the encoder's scale to the BEV input's
+    as the fake-quant model does."""
+    from mmdet3d_vitis.deploy.glue import scatter_pillars
+    from mmdet3d_vitis.deploy.kernels import requant_table
+    pipeline = pipelines[False]
+    height, width = pipeline.grid_hw
+    channels = pipeline._canvas.shape[3]
+    table = requant_table(*pipeline._requant)
+    rng = np.random.default_rng(0)
+    for frame in range(300):
+        num = int(rng.integers(0, 400))
+        cells = rng.choice(height * width, num, replace=False)
+        coors = np.stack([np.zeros(num), cells // width, cells % width],
+                         1).astype(np.int32)
+        rows = rng.integers(-128, 128, (1, pipeline.num_voxels, 1, channels),
+                            dtype=np.int8)
+        canvas = pipeline.scatter(rows, coors)
+        if frame % 37 == 0 or frame > 290:
+            want = scatter_pillars(
+                table[rows[0, :num, 0].view(np.uint8)].astype(np.float32),
+                coors, (height, width))
+            np.testing.assert_array_equal(
+                canvas.transpose(0, 3, 1, 2).astype(np.float32), want)
+    with pytest.raises(UserInputError, match='do not fit'):
+        pipeline.scatter(rows[:, :, :, :3], coors)

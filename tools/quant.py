@@ -20,6 +20,12 @@ partitioned model (QUANT_DIR/float.json); ``--inspect`` prints the per-layer
 DPU/CPU table on the first test frame (QUANT_DIR/inspect.json) and stops.
 Every flag is accepted with underscores (as in the zoo) or dashes.  See
 mmdet3d_vitis/quantization/quant_runner.py for what each step does.
+
+A config whose model is the PointPainting camera segmenter
+(``VitisSemanticFPN``) is quantized as one DPU subgraph (image in, stride-4
+logits out) with the same flags: report.json holds float vs int8 mIoU and
+per-class IoU, ``--dump_xmodel`` writes ``segmenter_int.onnx`` +
+``segmenter.json``; see mmdet3d_vitis/quantization/segmenter_quant.py.
 """
 import argparse
 import os.path as osp

@@ -1,4 +1,4 @@
-"""CPU glue of a deployed PointPillars-style detector, in plain numpy.
+"""CPU glue of a deployed PointPillars-style detector: the numpy reference.
 
 A deployed frame runs::
 
@@ -7,8 +7,11 @@ A deployed frame runs::
 
 Every function here reproduces the mmcv / mmdet3d operation it replaces
 (named in its docstring) without torch, so the runtime needs neither an
-mmdet3d model nor mmcv's compiled ops.  All of them are vectorised (no Python
-loop over points or voxels; only greedy NMS loops over the boxes it keeps).
+mmdet3d model nor mmcv's compiled ops.  They are vectorised numpy and serve
+as the reference implementations: :class:`~.pipeline.Pipeline` runs the
+compiled kernels of :mod:`.kernels` (one pass over the points / pillars /
+boxes each), which are tested equal to these.  :class:`AnchorDecoder`
+itself calls the kernels for its best-logit, box decoding and NMS steps.
 
 Bad input (wrong shapes, non-finite points, inconsistent arguments, a frame
 that overflows ``max_voxels`` when asked to fail) raises a subclass of
@@ -20,6 +23,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserInputError
+from . import kernels
 
 __all__ = [
     'DeployInputError', 'PointCloudError', 'VoxelOverflowError',
@@ -976,6 +980,23 @@ class AnchorDecoder:
         self.num_anchors = sum(s.shape[0] for s in self.sizes) * len(
             self.rotations)
         self._anchor_cache: Dict[Tuple[int, int], np.ndarray] = {}
+        self._best: Optional[np.ndarray] = None
+        self._above: Optional[np.ndarray] = None
+        # logit(score_thr) less a margin: the float32 sigmoid of a logit
+        # just below it may still exceed score_thr (the exact test follows)
+        thr = self.score_thr
+        self._logit_thr = (-np.inf if thr <= 0 else np.inf if thr >= 1 else
+                           float(np.log(thr / (1 - thr))) - 1e-3)
+
+    def _best_buffer(self, size: int) -> np.ndarray:
+        if self._best is None or self._best.shape[0] != size:
+            self._best = np.empty(size, np.float32)
+        return self._best
+
+    def _above_buffer(self, size: int) -> np.ndarray:
+        if self._above is None or self._above.shape[0] != size:
+            self._above = np.empty(size, np.int64)
+        return self._above
 
     @classmethod
     def from_config(cls, head_cfg: dict, test_cfg: dict) -> 'AnchorDecoder':
@@ -1058,22 +1079,16 @@ class AnchorDecoder:
     def decode_boxes(self, anchors: np.ndarray,
                      deltas: np.ndarray) -> np.ndarray:
         """``DeltaXYZWLHRBBoxCoder.decode`` in float32."""
-        xa, ya, za, wa, la, ha, ra = anchors[:, :7].T
-        xt, yt, zt, wt, lt, ht, rt = deltas[:, :7].T
-        za = za + ha / 2
-        diagonal = np.sqrt(la**2 + wa**2)
-        xg = xt * diagonal + xa
-        yg = yt * diagonal + ya
-        zg = zt * ha + za
-        lg = np.exp(lt) * la
-        wg = np.exp(wt) * wa
-        hg = np.exp(ht) * ha
-        rg = rt + ra
-        zg = zg - hg / 2
-        out = [xg, yg, zg, wg, lg, hg, rg]
-        out += [deltas[:, k] + anchors[:, k]
-                for k in range(7, self.box_code_size)]
-        return np.stack(out, axis=1).astype(np.float32)
+        n = anchors.shape[0]
+        boxes = np.empty((n, self.box_code_size), np.float32)
+        kernels.decode_rows(
+            np.zeros((n, 1), np.float32),
+            np.ascontiguousarray(deltas, np.float32),
+            np.zeros((n, 2), np.float32),
+            np.ascontiguousarray(anchors, np.float32),
+            np.empty((n, 1), np.float32), boxes, np.empty((n, 5)),
+            np.empty(n, np.int64))
+        return boxes
 
     def _map(self, name, value, per_anchor):
         arr = _as_array(name, value)
@@ -1084,14 +1099,31 @@ class AnchorDecoder:
                 f'{name} must be ({self.num_anchors * per_anchor}, H, W) '
                 f'(num_anchors {self.num_anchors} x {per_anchor}), got shape '
                 f'{tuple(np.shape(value))}')
-        arr = np.asarray(arr, np.float32)
-        if not np.isfinite(arr).all():
-            raise DeployInputError(
-                f'{name} holds NaN or inf values (a corrupt subgraph output?)')
-        return arr
+        return np.asarray(arr, np.float32)
 
-    def __call__(self, cls_score, bbox_pred, dir_cls_pred
-                 ) -> Dict[str, np.ndarray]:
+    def _rank(self, best: np.ndarray, count: int, to_anchor=None):
+        """The anchors to decode from the best logit of each (``best``,
+        in map order) and the ``count`` positions above the score
+        threshold (``self._above``): the ``nms_pre`` best of them by logit
+        (ties by anchor), or all in anchor order without ``nms_pre``.
+        ``to_anchor`` maps map positions to anchor indices."""
+        sel = self._above[:count]
+        vals = best[sel]
+        if 0 < self.nms_pre < count:
+            # the sigmoid is monotonic: rank anchors by their best logit and
+            # take the sigmoid of the nms_pre kept ones only (which of
+            # equal logits make the cut is as implementation-defined as
+            # torch.topk's)
+            part = np.argpartition(-vals, self.nms_pre - 1)[:self.nms_pre]
+            sel, vals = sel[part], vals[part]
+        top = sel if to_anchor is None else to_anchor(sel)
+        if 0 < self.nms_pre < best.shape[0]:
+            order = np.lexsort((top, -vals))  # by logit, then anchor
+        else:  # mmdet3d keeps the anchor order without nms_pre
+            order = np.argsort(top)
+        return top[order], sel[order]
+
+    def _select_nchw(self, cls_score, bbox_pred, dir_cls_pred):
         cls_map = self._map('cls_score', cls_score, self.num_classes)
         box_map = self._map('bbox_pred', bbox_pred, self.box_code_size)
         dir_map = self._map('dir_cls_pred', dir_cls_pred, 2)
@@ -1100,60 +1132,113 @@ class AnchorDecoder:
             raise DeployInputError(
                 f'head maps disagree on H x W: {cls_map.shape[1:]}, '
                 f'{box_map.shape[1:]}, {dir_map.shape[1:]}')
-        anchors = self.anchors(hw)
         # Anchor k = (y * W + x) * A + a; channel a * C + c of the maps.
         # Only the best logit of every anchor is computed on the full maps
         # (no transposed copy of them); the rest for the kept anchors only.
         num_a = self.num_anchors
+        num_cells = hw[0] * hw[1]
         cls4 = cls_map.reshape(num_a, self.num_classes, -1)
-        best = cls4.max(axis=1).T.reshape(-1)
-        if 0 < self.nms_pre < best.shape[0]:
-            # the sigmoid is monotonic: rank anchors by their best logit and
-            # take the sigmoid of the nms_pre kept ones only (ties in the
-            # order are as implementation-defined as torch.topk's)
-            top = np.argpartition(-best, self.nms_pre - 1)[:self.nms_pre]
-            top = top[np.argsort(-best[top], kind='stable')]
-            anchors = anchors[top]
-        else:
-            top = np.arange(best.shape[0])
-        cell, a_idx = np.divmod(top, num_a)
+        best = self._best_buffer(num_cells * num_a)
+        flat_cls = np.ascontiguousarray(cls_map.reshape(cls_map.shape[0], -1))
+        count, finite = kernels.best_logits(
+            flat_cls, num_a, self.num_classes, self._logit_thr, best,
+            self._above_buffer(best.shape[0]))
+        if not finite:
+            raise DeployInputError(
+                'cls_score holds NaN or inf values (a corrupt subgraph '
+                'output?)')
+
+        def to_anchor(pos):  # a * H * W + cell -> cell * A + a
+            a_idx, cell = np.divmod(pos, num_cells)
+            return cell * num_a + a_idx
+
+        top, pos = self._rank(best, count, to_anchor)
+        a_idx, cell = np.divmod(pos, num_cells)
         logits = cls4[a_idx, :, cell]
-        box3 = box_map.reshape(num_a, self.box_code_size, -1)
-        deltas = box3[a_idx, :, cell]
-        dir_label = dir_map.reshape(num_a, 2, -1)[a_idx, :, cell].argmax(1)
-        with np.errstate(over='ignore'):
-            scores = (1 / (1 + np.exp(-logits))).astype(np.float32)
-        boxes = self.decode_boxes(anchors, deltas)
-        bev = boxes[:, [0, 1, 3, 4, 6]]
-        above = scores > self.score_thr
-        # the classes share the decoded boxes: intersect them once
-        any_cand = np.flatnonzero(above.any(axis=1))
-        pairs = overlapping_pairs(bev[any_cand], self.nms_thr,
-                                  groups=above[any_cand])
-        if pairs is not None:
-            pairs = any_cand[pairs]
-        keep_idx, keep_label = [], []
-        for label in range(self.num_classes):
-            cand = np.flatnonzero(above[:, label])
-            if cand.size == 0:
-                continue
-            # a class's kept boxes beyond max_num can never make the final
-            # top max_num (its first max_num outrank them): stop there
-            max_keep = max(self.max_num, 1)
-            if pairs is not None:
-                kept = nms_with_pairs(scores[cand, label], pairs, max_keep,
-                                      subset=cand)
-            else:
-                kept = cand[nms_rotated_bev(bev[cand], scores[cand, label],
-                                            self.nms_thr, max_keep=max_keep)]
-            keep_idx.append(kept)
-            keep_label.append(np.full(kept.shape[0], label, np.int64))
-        if keep_idx:
-            idx = np.concatenate(keep_idx)
-            labels = np.concatenate(keep_label)
+        deltas = box_map.reshape(num_a, self.box_code_size, -1)[a_idx, :,
+                                                                cell]
+        dirs = dir_map.reshape(num_a, 2, -1)[a_idx, :, cell]
+        return hw, top, logits, deltas, dirs
+
+    def _rows(self, name, value, per_anchor):
+        """An NHWC map ``(1, H, W, A * K)`` as ``(H * W * A, K)`` rows: row
+        ``k`` is anchor ``k``'s ``K`` values."""
+        arr = _as_array(name, value)
+        if arr.ndim == 4 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 3 or arr.shape[2] != self.num_anchors * per_anchor:
+            raise DeployInputError(
+                f'{name} must be (H, W, {self.num_anchors * per_anchor}) '
+                f'(NHWC, num_anchors {self.num_anchors} x {per_anchor}), got '
+                f'shape {tuple(np.shape(value))}')
+        rows = np.ascontiguousarray(arr).reshape(-1, per_anchor)
+        if arr.dtype.kind == 'f' and not np.isfinite(rows).all():
+            raise DeployInputError(
+                f'{name} holds NaN or inf values (a corrupt subgraph '
+                'output?)')
+        return arr.shape[:2], rows
+
+    def _select_nhwc(self, cls_score, bbox_pred, dir_cls_pred, scales):
+        hw, cls_rows = self._rows('cls_score', cls_score, self.num_classes)
+        hw_box, box_rows = self._rows('bbox_pred', bbox_pred,
+                                      self.box_code_size)
+        hw_dir, dir_rows = self._rows('dir_cls_pred', dir_cls_pred, 2)
+        if hw_box != hw or hw_dir != hw:
+            raise DeployInputError(
+                f'head maps disagree on H x W: {hw}, {hw_box}, {hw_dir}')
+        s_cls, s_box, _ = (1.0, 1.0, 1.0) if scales is None else scales
+        best = self._best_buffer(cls_rows.shape[0])
+        # the threshold in the map's units (a power-of-two scale: exact)
+        count = kernels.best_of_rows(cls_rows, self._logit_thr / s_cls, best,
+                                     self._above_buffer(best.shape[0]))
+        top, _ = self._rank(best, count)
+        logits = cls_rows[top].astype(np.float32) * np.float32(s_cls)
+        deltas = box_rows[top].astype(np.float32) * np.float32(s_box)
+        return hw, top, logits, deltas, dir_rows[top]
+
+    def __call__(self, cls_score, bbox_pred, dir_cls_pred,
+                 layout: str = 'NCHW', scales=None) -> Dict[str, np.ndarray]:
+        """Detections from one frame's head maps.
+
+        ``layout='NCHW'``: float maps ``(A * K, H, W)``; ``'NHWC'``: maps
+        ``(H, W, A * K)`` (channel ``a * K + k`` either way), e.g. the
+        DPU's int8 outputs, with ``scales`` = the value of one unit of each
+        map (``2 ** -fix_pos``; None: 1).
+        """
+        if layout == 'NHWC':
+            hw, top, logits, deltas, dirs = self._select_nhwc(
+                cls_score, bbox_pred, dir_cls_pred, scales)
+        elif layout == 'NCHW':
+            hw, top, logits, deltas, dirs = self._select_nchw(
+                cls_score, bbox_pred, dir_cls_pred)
         else:
-            idx = np.zeros(0, np.int64)
-            labels = np.zeros(0, np.int64)
+            raise DeployInputError(
+                f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        # only the kept anchors' regressions can reach the result
+        if not (np.isfinite(deltas).all() and np.isfinite(dirs).all()):
+            raise DeployInputError(
+                'bbox_pred / dir_cls_pred hold NaN or inf values (a corrupt '
+                'subgraph output?)')
+        anchors = self.anchors(hw)[top]
+        n = top.shape[0]
+        scores = np.empty((n, self.num_classes), np.float32)
+        boxes = np.empty((n, self.box_code_size), np.float32)
+        bev = np.empty((n, 5))
+        dir_label = np.empty(n, np.int64)
+        kernels.decode_rows(
+            np.ascontiguousarray(logits, np.float32),
+            np.ascontiguousarray(deltas, np.float32),
+            np.ascontiguousarray(dirs, np.float32), anchors, scores, boxes,
+            bev, dir_label)
+        # per class: boxes with score > score_thr, rotated NMS; a class's
+        # kept boxes beyond max_num can never make the final top max_num
+        # (its first max_num outrank them), so each stops there
+        size = scores.shape[0] * self.num_classes
+        idx, labels = np.empty(size, np.int64), np.empty(size, np.int64)
+        num = kernels.multiclass_nms(bev, scores, self.score_thr,
+                                     self.nms_thr, max(self.max_num, 1), idx,
+                                     labels)
+        idx, labels = idx[:num], labels[:num]
         out_scores = scores[idx, labels]
         if idx.shape[0] > self.max_num:
             best = np.argsort(-out_scores, kind='stable')[:self.max_num]

@@ -8,10 +8,11 @@ Two sides, timed on the same points in the same process:
   ``subgraph0`` (the voxel encoder), ``scatter`` (the middle encoder,
   mmdet3d's ``PointPillarsScatter``), ``subgraph1`` (backbone + neck + head
   forward) and ``decode_nms`` (the head's ``predict_by_feat``);
-* ``deployed``: :class:`~mmdet3d_vitis.deploy.Pipeline` (numpy glue + the
-  int8 ONNX subgraphs on ONNX Runtime) from its ``stage_times``:
-  ``voxelize`` (``check_points`` + ``voxelize`` + ``decorate``, each also
-  reported on its own), ``subgraph0`` (``pillar_encoder``), ``scatter``,
+* ``deployed``: :class:`~mmdet3d_vitis.deploy.Pipeline` (compiled glue +
+  the int8 ONNX subgraphs on ONNX Runtime) from its ``stage_times``:
+  ``voxelize`` (``check_points`` + ``voxelize``, which includes the pillar
+  decoration, each also reported on its own), ``subgraph0``
+  (``pillar_encoder``), ``scatter``,
   ``subgraph1`` (``bev``) and ``decode_nms`` (``decode``).
 
 Every stage is summarised over ``repeats`` timed runs after ``warmup``
@@ -20,10 +21,9 @@ deployed side also reports ``glue`` (everything but the two ONNX subgraphs)
 and its share of the frame, and the scatter speedup over
 ``PointPillarsScatter``.
 
-The deployed scatter reuses its canvas and zeroes only the cells the
-previous frame wrote and this one does not; timing one frame over and over
-leaves nothing to zero, so ``scatter_all_stale`` also times it with every
-cell of the previous frame stale (a disjoint pillar set of the same size
+The deployed scatter reuses its int8 NHWC canvas and clears the cells the
+previous frame wrote; ``scatter_all_stale`` also times it with every cell
+of the previous frame elsewhere (a disjoint pillar set of the same size
 written before each run), the worst case for a stream.
 """
 import os
@@ -33,7 +33,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .glue import ScatterCanvas, check_points, voxelize
 
 __all__ = [
     'STAGES', 'DEPLOY_DETAIL', 'summarize', 'machine_info', 'versions',
@@ -45,14 +44,14 @@ __all__ = [
 STAGES = ('voxelize', 'subgraph0', 'scatter', 'subgraph1', 'decode_nms')
 #: which of Pipeline.stage_times make each reported deployed stage
 DEPLOY_GROUPS = {
-    'voxelize': ('check_points', 'voxelize', 'decorate'),
+    'voxelize': ('check_points', 'voxelize'),
     'subgraph0': ('pillar_encoder', ),
     'scatter': ('scatter', ),
     'subgraph1': ('bev', ),
     'decode_nms': ('decode', ),
 }
 #: Pipeline stages reported on their own as well
-DEPLOY_DETAIL = ('check_points', 'voxelize', 'decorate')
+DEPLOY_DETAIL = ('check_points', 'voxelize')
 #: the ONNX Runtime stages; the rest of a deployed frame is glue
 SUBGRAPH_STAGES = ('pillar_encoder', 'bev')
 
@@ -214,29 +213,26 @@ def time_scatter_all_stale(pipeline, points: np.ndarray, repeats: int,
                            warmup: int) -> dict:
     """The deployed scatter when every cell of the previous frame is stale.
 
-    Scatters the frame's pillars (the pillar encoder's real output) onto a
-    fresh :class:`ScatterCanvas` after, each time, an untimed scatter of as
-    many pillars on cells the frame does not use.
+    Scatters the frame's pillars (the pillar encoder's real int8 output)
+    after, each time, an untimed scatter of as many pillars on cells the
+    frame does not use.
     """
-    pts = check_points(points, pipeline.num_features)
-    voxels, num_points, coors = voxelize(
-        pts, pipeline.voxel_size, pipeline.point_cloud_range,
-        pipeline.max_num_points, pipeline.max_voxels)
-    x = pipeline._decorate(voxels, num_points, coors)
+    pipeline(points)  # voxelizes the frame into the pipeline's buffers
+    coors = pipeline.voxel_coors().copy()
     enc = pipeline.sessions['pillar_encoder']
-    feats = enc.run(None, {enc.get_inputs()[0].name: x})[0]
+    rows = enc.run(None,
+                   {enc.get_inputs()[0].name: pipeline.encoder_input()})[0]
     height, width = pipeline.grid_hw
     cells = coors[:, 1].astype(np.int64) * width + coors[:, 2]
     free = np.setdiff1d(np.arange(height * width), cells)[:cells.shape[0]]
     other = np.zeros((free.shape[0], 3), np.int32)
     other[:, 1], other[:, 2] = free // width, free % width
-    other_feats = np.ones((1, feats.shape[1], free.shape[0], 1), np.float32)
-    canvas = ScatterCanvas(feats.shape[1], pipeline.grid_hw)
+    other_rows = np.ones_like(rows)
 
     def run():
-        canvas(other_feats, other)
+        pipeline.scatter(other_rows, other)
         t0 = time.perf_counter()
-        canvas(feats, coors)
+        pipeline.scatter(rows, coors)
         return dict(scatter=time.perf_counter() - t0)
 
     out = summarize(_repeat(run, repeats, warmup)['scatter'])

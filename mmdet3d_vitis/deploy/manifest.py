@@ -3,7 +3,7 @@
 A deploy folder (``tools/quant.py --quant_mode test --dump_xmodel``) holds
 one ONNX file per DPU subgraph and ``pipeline.json``, a versioned manifest::
 
-    {"format": "mmdet3d_vitis.pipeline", "version": 1,
+    {"format": "mmdet3d_vitis.pipeline", "version": 2,
      "model": {"type", "class_names"},
      "points": {"num_features", "load_dim", "use_dim", "sweeps_num"},
      "voxelization": {"voxel_size", "point_cloud_range", "max_num_points",
@@ -13,7 +13,8 @@ one ONNX file per DPU subgraph and ``pipeline.json``, a versioned manifest::
                     "num_voxels"},
      "scatter": {"grid_hw": [H, W], "channels"},
      "subgraphs": [{"name", "file", "inputs": [{"name", "shape", "fix_pos",
-                    "scale"}], "outputs": [...same...]}, ...],
+                    "scale", "dtype", "layout"}], "outputs": [...same...]},
+                   ...],
      "head": {"type", "num_classes", "anchor_generator", "bbox_coder",
               "use_direction_classifier", "dir_offset", "dir_limit_offset",
               "loss_cls", "outputs": [{"name", "role", "level"}]},
@@ -22,13 +23,18 @@ one ONNX file per DPU subgraph and ``pipeline.json``, a versioned manifest::
      "source": {...where it came from, informative only...}}
 
 Only PointPillars-type models (DPU subgraphs ``pillar_encoder`` then
-``bev``, one head level) are described by version 1.  ``points.num_features``
+``bev``, one head level) are described (version 2; version 1 had float
+boundaries).  ``points.num_features``
 is the width of the points the runtime takes: the points after the test
 pipeline (``load_dim`` / ``use_dim`` of ``LoadPointsFromFile``, multi-sweep
 merging), i.e. what the detector's voxelization sees.
-``subgraphs[*].inputs / outputs`` give the ONNX tensor names and the int8
-scales (``2 ** -fix_pos``) at the DPU boundaries; the ONNX models take and
-return float tensors (quantize / dequantize inside).
+``subgraphs[*].inputs / outputs`` give the ONNX tensor names, shapes, the
+int8 scales (``2 ** -fix_pos``) at the DPU boundaries and each tensor's
+``dtype`` (``int8``: integers on that scale, as the DPU takes and returns
+them; ``float32``: quantized / dequantized inside the ONNX model) and
+``layout`` (``NCHW`` or the DPU's ``NHWC``).  The builtin backend's folders
+have int8 boundaries everywhere (pillars in, NHWC rows out, NHWC canvas
+in, NHWC head maps out).
 
 :func:`load_manifest` validates on load and raises :class:`ManifestError`
 (a :class:`~mmdet3d_vitis.errors.UserInputError`) naming the problem.
@@ -45,7 +51,7 @@ __all__ = [
 ]
 
 FORMAT = 'mmdet3d_vitis.pipeline'
-VERSION = 1
+VERSION = 2
 MANIFEST_FILE = 'pipeline.json'
 SUBGRAPH_ORDER = ('pillar_encoder', 'bev')
 HEAD_ROLES = ('cls_score', 'bbox_pred', 'dir_cls_pred')
@@ -93,8 +99,14 @@ def _tensor_entries(where: str, entries) -> None:
     for i, e in enumerate(entries):
         _need(isinstance(e, dict) and isinstance(e.get('name'), str), where,
               f'entry {i} has no ONNX tensor "name"')
-        for key in ('shape', 'fix_pos', 'scale'):
+        for key in ('shape', 'fix_pos', 'scale', 'dtype', 'layout'):
             _need(key in e, where, f'entry {i} ({e["name"]}) has no {key!r}')
+        _need(e['dtype'] in ('int8', 'float32'), where,
+              f'entry {i} ({e["name"]}): dtype must be int8 or float32, got '
+              f'{e["dtype"]!r}')
+        _need(e['layout'] in ('NCHW', 'NHWC'), where,
+              f'entry {i} ({e["name"]}): layout must be NCHW or NHWC, got '
+              f'{e["layout"]!r}')
 
 
 def validate_manifest(manifest: Any, deploy_dir: str = None,

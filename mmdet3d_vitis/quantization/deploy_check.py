@@ -97,6 +97,12 @@ def on_input_grid(args, fix_pos):
     return tuple(out)
 
 
+def _nchw(shape, layout):
+    if shape and layout == 'NHWC' and len(shape) == 4:
+        return [shape[0], shape[3], shape[1], shape[2]]
+    return shape
+
+
 def run_deploy_check(qmodel, deploy_dir: str, dataset,
                      indices: Sequence[int], out_path: str = None,
                      strict: bool = True) -> dict:
@@ -125,7 +131,9 @@ def run_deploy_check(qmodel, deploy_dir: str, dataset,
         name = sub['name']
         scales = [o['scale'] for o in sub['outputs']]
         path = osp.join(deploy_dir, sub['file'])
-        shapes = [t.get('shape') for t in sub['inputs']]
+        # the PyTorch subgraph's (NCHW) view of the exported input shapes
+        shapes = [_nchw(t.get('shape'), t.get('layout'))
+                  for t in sub['inputs']]
         fix_pos = [t.get('fix_pos') for t in sub['inputs']]
         checks = [backend.deploy_check(
             name, qmodel.qmods[name], path,

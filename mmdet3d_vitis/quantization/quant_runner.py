@@ -67,11 +67,13 @@ from torch import Tensor, nn
 from ..checkpoint import check_checkpoint_matches
 from ..config_utils import load_config
 from ..errors import UserInputError
+from ..fileio import staged_dir
 from ..report import (atomic_write_json, format_summary,
                       summarize_nuscenes_metrics)
 from ..version import __version__
 from .backends import (BACKEND_CHOICES, BACKENDS, QuantBackend,
                        QuantStateError, get_backend)
+from .backends.onnx_boundary import set_int8_boundaries
 from .inspector import format_table, inspect_detector
 from .partition import BEV, PILLAR_ENCODER, partition_detector
 from .deploy_check import DEPLOY_CHECK_FILE, run_deploy_check
@@ -612,11 +614,13 @@ def _onnx_shapes(path: str) -> Tuple[Dict[str, list], Dict[str, list]]:
 def deploy_manifest(cfg: Config, qmodel: QuantizedModel,
                     exported: Dict[str, dict], files: Dict[str, str],
                     shapes: Dict[str, Tuple[dict, dict]],
-                    source: Optional[dict] = None) -> dict:
+                    source: Optional[dict] = None,
+                    boundaries: Optional[Dict[str, list]] = None) -> dict:
     """``pipeline.json``'s content (see :mod:`mmdet3d_vitis.deploy.manifest`)
     for ``qmodel`` whose subgraphs were exported (``exported``: what
     ``export_onnx`` returned, ``files``: their file names, ``shapes``:
-    their ONNX input / output shapes by name)."""
+    their ONNX input / output shapes by name, ``boundaries``: per subgraph
+    what :func:`~.backends.onnx_boundary.set_int8_boundaries` returned)."""
     from ..deploy.manifest import FORMAT, VERSION
     partition = qmodel.model.partition
     dec = partition.decoration
@@ -642,9 +646,12 @@ def deploy_manifest(cfg: Config, qmodel: QuantizedModel,
     def tensors(name, kind):
         in_shapes, out_shapes = shapes[name]
         by_name = in_shapes if kind == 'inputs' else out_shapes
+        form = {b['name']: b for b in (boundaries or {}).get(name, [])}
         return [dict(name=e['name'], shape=by_name.get(e['name']),
                      tensor=e['tensor'], fix_pos=e['fix_pos'],
-                     scale=e['scale'])
+                     scale=e['scale'],
+                     dtype=form.get(e['name'], {}).get('dtype', 'float32'),
+                     layout=form.get(e['name'], {}).get('layout', 'NCHW'))
                 for e in exported[name][kind]]
 
     per_level = 3 if head.use_direction_classifier else 2
@@ -680,7 +687,7 @@ def deploy_manifest(cfg: Config, qmodel: QuantizedModel,
             channels=channels,
             input_scale=[float(v) for v in dec.input_scale.tolist()],
             num_voxels=int(shapes[PILLAR_ENCODER][0][
-                exported[PILLAR_ENCODER]['inputs'][0]['name']][2])),
+                exported[PILLAR_ENCODER]['inputs'][0]['name']][2])),  # NCHW
         scatter=dict(grid_hw=[int(bev_h), int(bev_w)], channels=int(bev_c)),
         subgraphs=[
             dict(name=name, file=files[name],
@@ -708,6 +715,14 @@ def deploy_manifest(cfg: Config, qmodel: QuantizedModel,
             use_rotate_nms=bool(test_cfg.get('use_rotate_nms', False))),
         source=dict(source or {}, mmdet3d_vitis=__version__,
                     created=time.strftime('%Y-%m-%dT%H:%M:%S')))
+
+
+# The DPU's boundaries in the ONNX deploy files, (inputs, outputs) layout
+# per subgraph, all int8: the pillar encoder takes the glue's pillars (NCHW:
+# one channel plane after the other, as the decoration writes them) and
+# returns NHWC rows, which the glue scatters into the BEV subgraph's NHWC
+# canvas; the head maps come out NHWC (one row of values per anchor).
+DEPLOY_BOUNDARIES = {PILLAR_ENCODER: ('NCHW', 'NHWC'), BEV: ('NHWC', 'NHWC')}
 
 
 def _check_deployable(qmodel: QuantizedModel) -> None:
@@ -750,44 +765,39 @@ def export_deploy(cfg: Config, qmodel: QuantizedModel, deploy_dir: str,
     if osp.exists(deploy_dir) and not osp.isdir(deploy_dir):
         raise UserInputError(
             f'--deploy_dir {deploy_dir!r} exists and is not a folder')
-    parent = osp.dirname(deploy_dir)
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f'.{osp.basename(deploy_dir)}.staging-',
-                             dir=parent)
     onnx = hasattr(qmodel.backend, 'export_onnx')
-    try:
-        exported, files, shapes = {}, {}, {}
+    with staged_dir(deploy_dir) as stage:
+        exported, files, shapes, boundaries = {}, {}, {}, {}
         for name in qmodel.model.subgraph_names:
             files[name] = f'{name}_int.{"onnx" if onnx else "xmodel"}'
             path = osp.join(stage, files[name])
             print(f'exporting DPU subgraph {name} to {files[name]}',
                   flush=True)
-            if onnx:  # builtin: QDQ ONNX
+            if onnx:  # builtin: QDQ ONNX with the DPU's int8 boundaries
                 exported[name] = qmodel.backend.export_onnx(
                     name, qmodel.qmods[name],
                     qmodel.model.example_inputs(name), path)
+                in_layout, out_layout = DEPLOY_BOUNDARIES[name]
+                boundaries[name] = set_int8_boundaries(
+                    path, {e['name']: in_layout
+                           for e in exported[name]['inputs']},
+                    {e['name']: out_layout
+                     for e in exported[name]['outputs']})
                 shapes[name] = _onnx_shapes(path)
             else:  # nndct: torch_quantizer.export_xmodel
                 exported[name] = qmodel.backend.export_xmodel(
                     name, qmodel.float_subgraphs[name],
                     qmodel.model.example_inputs(name), stage)
                 shapes[name] = exported[name]['shapes']
+                # an xmodel's tensors are the DPU's: int8, NHWC
+                boundaries[name] = [
+                    dict(name=e['name'], dtype='int8', layout='NHWC')
+                    for e in exported[name]['inputs'] +
+                    exported[name]['outputs']]
         manifest = deploy_manifest(cfg, qmodel, exported, files, shapes,
-                                   source)
+                                   source, boundaries)
         validate_manifest(json.loads(json.dumps(manifest)), stage)
         atomic_write_json(osp.join(stage, MANIFEST_FILE), manifest)
-        _share(stage)
-        if osp.isdir(deploy_dir):
-            old = tempfile.mkdtemp(prefix=f'.{osp.basename(deploy_dir)}.old-',
-                                   dir=parent)
-            os.rename(deploy_dir, osp.join(old, 'old'))
-            os.rename(stage, deploy_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(stage, deploy_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     print(f'wrote the deploy folder {deploy_dir} '
           f'({", ".join(files.values())}, {MANIFEST_FILE})')
     return manifest
@@ -1109,6 +1119,9 @@ def run_quant(opts: QuantOptions) -> dict:
     if opts.dump_xmodel and hasattr(backend, 'require_xir'):
         backend.require_xir()  # nndct's xmodel export needs Vitis AI's XIR
     cfg = load_quant_config(opts)
+    from .segmenter_quant import is_segmenter_config, run_segmenter_quant
+    if is_segmenter_config(cfg):  # the PointPainting camera segmenter
+        return run_segmenter_quant(opts, cfg)
     from ..checkpoint import load_checkpoint_file
     from ..hooks.qat import qat_state_of
     # A quantization-aware training checkpoint holds the int8 model itself.

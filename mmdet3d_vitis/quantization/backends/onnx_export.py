@@ -62,6 +62,7 @@ from .base import QuantStateError, normalize_inputs
 from .dpu_arithmetic import round_half_away, round_half_up
 from .graph import (_ADD_FUNCS, _ADD_METHODS, _CAT_FUNCS, QuantSubgraph,
                     _is_grid_act, _is_pass)
+from .onnx_boundary import decode_outputs, encode_inputs, read_io_spec
 
 __all__ = ['export_subgraph_onnx', 'build_export_module', 'compare_in_lsb',
            'count_ties', 'deploy_check', 'merge_checks', 'run_onnxruntime',
@@ -461,9 +462,12 @@ def run_onnxruntime(path: str, inputs) -> List[np.ndarray]:
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts,
                                 providers=['CPUExecutionProvider'])
-    feed = {i.name: t.detach().cpu().numpy()
-            for i, t in zip(sess.get_inputs(), normalize_inputs(inputs))}
-    return sess.run(None, feed)
+    # int8 / NHWC boundaries (onnx_boundary): float NCHW in and out here
+    spec = read_io_spec(str(path))
+    arrays = encode_inputs(spec, [t.detach().cpu().numpy()
+                                  for t in normalize_inputs(inputs)])
+    feed = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
+    return decode_outputs(spec, sess.run(None, feed))
 
 
 def _as_list(out) -> list:
