@@ -114,7 +114,8 @@ def check_checkpoint_matches(model: torch.nn.Module,
                              ('shape mismatch', mismatched)):
             if items:
                 shown = ', '.join(items[:5])
-                more = f' ... (+{len(items) - 5} more)' if len(items) > 5 else ''
+                more = (f' ... (+{len(items) - 5} more)'
+                        if len(items) > 5 else '')
                 lines.append(f'  {len(items)} {title}: {shown}{more}')
         raise CheckpointError('\n'.join(lines))
     return ckpt

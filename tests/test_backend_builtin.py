@@ -586,7 +586,8 @@ def test_fast_finetune_bias_correction_reduces_error(tmp_path):
     errors = {}
     for ft in (False, True):
         out_dir = tmp_path / str(ft)
-        backend, qmod = calibrate_builtin(out_dir, 'b', net, inputs, fast_finetune=ft)
+        backend, qmod = calibrate_builtin(out_dir, 'b', net, inputs,
+                                          fast_finetune=ft)
         with torch.no_grad():
             errors[ft] = (qmod(*held_out) - ref).abs().mean().item()
         info = json.load(open(out_dir / 'quant_info.json'))

@@ -1,4 +1,4 @@
-"""mmengine checkpoints load weights-only; other models' weights are refused."""
+"""mmengine checkpoints load weights-only; other weights are refused."""
 import io
 import os
 import pickle

@@ -76,3 +76,35 @@ def test_painted_config_feeds_its_model_and_partitions(
         got = part.predict(data['inputs'], data['data_samples'])[0]
     torch.testing.assert_close(got.pred_instances_3d.scores_3d,
                                ref.pred_instances_3d.scores_3d)
+
+
+def test_zoo_mirror_painted_by_the_segmenter(tiny_synthetic_root, tmp_path):
+    """The zoo mirror as the zoo paints: the camera segmenter's argmax,
+    one-hot over its 11 classes (here a seeded, untrained segmenter), on
+    the mirror's 16-dim points; a missing segmenter checkpoint is named."""
+    seg_config = osp.join(REPO, 'configs', 'pointpainting',
+                          'semantic-fpn_r18_synthetic-cams.py')
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / 'seg.pth')
+    torch.save({'state_dict': MODELS.build(
+        Config.fromfile(seg_config).model).state_dict()}, ckpt)
+    cfg = _with_root(Config.fromfile(osp.join(
+        REPO, 'configs', 'pointpainting',
+        'pointpainting_pointpillars_zoo-16dim_nus-3d_segmenter.py')),
+        tiny_synthetic_root + '/')
+    for t in cfg.test_dataloader.dataset.pipeline:
+        if t['type'] == 'VitisPointPainting':
+            assert t.source == 'segmenter'
+            t.segmenter = dict(config=seg_config, checkpoint=ckpt)
+    points = DATASETS.build(cfg.test_dataloader.dataset)[0]['inputs'][
+        'points']
+    assert points.shape[1] == 16
+    painted = points[:, 5:]
+    assert set(painted.sum(1).unique().tolist()) <= {0.0, 1.0}
+    assert painted.sum() > 0.5 * len(points)  # most points are seen
+    for t in cfg.test_dataloader.dataset.pipeline:
+        if t['type'] == 'VitisPointPainting':
+            t.segmenter = dict(config=seg_config,
+                               checkpoint=str(tmp_path / 'missing.pth'))
+    with pytest.raises(Exception, match='checkpoint'):
+        DATASETS.build(cfg.test_dataloader.dataset)[0]

@@ -3,8 +3,11 @@
 # the same hook settings as the unpainted QAT config.
 _base_ = ['./pointpainting_pointpillars-small_contest-synthetic-3d.py']
 
+# the float run of the 0.8 m head / per-class assigner version of the base
+# (the earlier work_dirs/pointpainting_pointpillars-small_contest-synthetic-
+# 3d checkpoint has the 1.6 m head: its neck and head do not load)
 load_from = ('work_dirs/pointpainting_pointpillars-small_contest-synthetic-'
-             '3d/epoch_10.pth')
+             '3d_camview/epoch_10.pth')
 qat_epochs = 3
 qat_lr = 2e-4
 
