@@ -867,30 +867,11 @@ def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         print(f'backend {backend.name}: DPU subgraphs '
               f'{", ".join(qmodel.model.subgraph_names)}', flush=True)
         calibrate(qmodel, dataset, indices, fft_indices)
-        info = dict(
-            config=opts.config,
-            checkpoint=opts.checkpoint,
-            backend=backend.name,
-            bitwidth=opts.bitwidth,
-            subgraphs=qmodel.model.subgraph_names,
-            dataset=dict(split='train', ann_file=calib_dataset_cfg(cfg).get(
-                'ann_file'), num_frames=len(dataset), pipeline='test'),
-            calib_len=len(indices),
-            calib_len_requested=opts.calib_len,
-            calib_sample_method=opts.calib_sample_method,
-            seed=opts.seed,
-            indices=indices,
-            fast_finetune=opts.fast_finetune,
-            pillar_input_range=input_range,
-            fft_len=len(fft_indices) if fft_indices else None,
-            fft_indices=fft_indices,
-            shift_adjustments=list(getattr(backend, 'adjustments', [])),
-            cfg_options=_settings(opts)['cfg_options'],
-            seconds=round(time.time() - start, 3),
-            created=time.strftime('%Y-%m-%dT%H:%M:%S'),
-            version=__version__)
-        atomic_write_json(osp.join(staging.path, CALIB_FILE), info)
-        staging.publish()
+        info = calib_record(opts, cfg, backend, dataset, indices,
+                            fft_indices, start,
+                            subgraphs=qmodel.model.subgraph_names,
+                            pillar_input_range=input_range)
+        publish_calib(staging, info)
     except BaseException:
         staging.discard()
         raise
@@ -898,6 +879,42 @@ def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
           f'wrote {osp.join(opts.quant_dir, "quant_info.json")} and '
           f'{osp.join(opts.quant_dir, CALIB_FILE)}')
     return info
+
+
+def calib_record(opts: QuantOptions, cfg: Config, backend, dataset,
+                 indices: Sequence[int], fft_indices: Optional[Sequence[int]],
+                 start: float, **fields) -> dict:
+    """``calib.json``'s content: what ran (options, calibration and fast
+    finetune frames of the train split, the backend's shift adjustments,
+    time) plus the model-specific ``fields``."""
+    return dict(
+        config=opts.config,
+        checkpoint=opts.checkpoint,
+        backend=backend.name,
+        bitwidth=opts.bitwidth,
+        **fields,
+        dataset=dict(split='train', ann_file=calib_dataset_cfg(cfg).get(
+            'ann_file'), num_frames=len(dataset), pipeline='test'),
+        calib_len=len(indices),
+        calib_len_requested=opts.calib_len,
+        calib_sample_method=opts.calib_sample_method,
+        seed=opts.seed,
+        indices=list(indices),
+        fast_finetune=opts.fast_finetune,
+        fft_len=len(fft_indices) if fft_indices else None,
+        fft_indices=fft_indices,
+        shift_adjustments=list(getattr(backend, 'adjustments', [])),
+        cfg_options=_settings(opts)['cfg_options'],
+        seconds=round(time.time() - start, 3),
+        created=time.strftime('%Y-%m-%dT%H:%M:%S'),
+        version=__version__)
+
+
+def publish_calib(staging: '_Staging', info: dict) -> None:
+    """Write ``calib.json`` into the staged quant folder and publish it
+    (with what the backend wrote there)."""
+    atomic_write_json(osp.join(staging.path, CALIB_FILE), info)
+    staging.publish()
 
 
 def load_test_model(opts: QuantOptions, detector: nn.Module

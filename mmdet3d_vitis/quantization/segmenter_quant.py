@@ -386,8 +386,9 @@ def calibrate_segmenter(model: VitisPartitionedSegmenter, backend, dataset,
 
 def run_segmenter_calib(opts, cfg: Config, segmenter: nn.Module) -> dict:
     from .backends import get_backend
-    from .quant_runner import (CALIB_FILE, _settings, _Staging, build_dataset,
-                               calib_dataset_cfg, select_indices)
+    from .quant_runner import (CALIB_FILE, _Staging, build_dataset,
+                               calib_dataset_cfg, calib_record, publish_calib,
+                               select_indices)
     start = time.time()
     dataset = build_dataset(calib_dataset_cfg(cfg))
     indices = select_indices(len(dataset), opts.calib_len,
@@ -408,36 +409,17 @@ def run_segmenter_calib(opts, cfg: Config, segmenter: nn.Module) -> dict:
               f'{model.float_net.logits_hw[1]} logits)', flush=True)
         _, notes, _ = calibrate_segmenter(model, backend, dataset, indices,
                                           fft_indices)
-        info = dict(
+        info = calib_record(
+            opts, cfg, backend, dataset, indices, fft_indices, start,
             model='segmenter',
-            config=opts.config,
-            checkpoint=opts.checkpoint,
-            backend=backend.name,
-            bitwidth=opts.bitwidth,
             subgraphs=[SEGMENTER],
             input_shape=[1, 3, *input_hw],
             logits_shape=[1, int(segmenter.num_classes),
                           *model.float_net.logits_hw],
             dpu_ops=segmenter_ops(model.float_net),
             non_dpu_ops=notes,
-            cpu_steps=list(CPU_STEPS),
-            dataset=dict(split='train', ann_file=calib_dataset_cfg(cfg).get(
-                'ann_file'), num_frames=len(dataset), pipeline='test'),
-            calib_len=len(indices),
-            calib_len_requested=opts.calib_len,
-            calib_sample_method=opts.calib_sample_method,
-            seed=opts.seed,
-            indices=indices,
-            fast_finetune=opts.fast_finetune,
-            fft_len=len(fft_indices) if fft_indices else None,
-            fft_indices=fft_indices,
-            shift_adjustments=list(getattr(backend, 'adjustments', [])),
-            cfg_options=_settings(opts)['cfg_options'],
-            seconds=round(time.time() - start, 3),
-            created=time.strftime('%Y-%m-%dT%H:%M:%S'),
-            version=__version__)
-        atomic_write_json(osp.join(staging.path, CALIB_FILE), info)
-        staging.publish()
+            cpu_steps=list(CPU_STEPS))
+        publish_calib(staging, info)
     except BaseException:
         staging.discard()
         raise
