@@ -616,3 +616,16 @@ def test_fuzz_glue_pipeline(pts, drop_invalid, max_points, max_voxels):
                  on_overflow='error')
     except VoxelOverflowError:
         assert m == max_voxels
+
+
+def test_anchors_at_equals_the_full_table(small_head):
+    """The decoder builds only the anchors it decodes: the same float32
+    values as the full table (several ranges and sizes per range)."""
+    _, head_cfg, test_cfg = small_head
+    dec = AnchorDecoder.from_config(head_cfg, test_cfg)
+    rng = np.random.default_rng(4)
+    for hw in ((50, 50), (7, 13)):
+        table = dec.anchors(hw)
+        index = rng.integers(0, table.shape[0], 500)
+        np.testing.assert_array_equal(dec.anchors_at(hw, index),
+                                      table[index])

@@ -90,6 +90,9 @@ def test_voxelize_encode_equals_reference_frame_after_frame(
     # big, small, empty, overflowing, big again: stale slots must clear
     for n in (3000, 40, 0, 9000, 700, 2500):
         pts = _cloud(rng, n)
+        if n == 700:  # huge features saturate, never wrap
+            pts[-30:-20, 3] = 1e30
+            pts[-40:-30, 4] = -3e38
         num, total = enc(pts)
         ref, coors = _reference(pts, max_voxels, decoration, input_scale,
                                 fix_pos, slots)

@@ -1076,6 +1076,42 @@ class AnchorDecoder:
         self._anchor_cache[key] = anchors
         return anchors
 
+    def anchors_at(self, featmap_hw: Tuple[int, int],
+                   index: np.ndarray) -> np.ndarray:
+        """``anchors(featmap_hw)[index]`` without the full table: each
+        anchor from its range's x / y centres and its size / rotation
+        (the same float32 values, computed the same way)."""
+        height, width = (int(v) for v in featmap_hw)
+        key = ('parts', height, width)
+        if key not in self._anchor_cache:
+            xs, ys, base, range_of = [], [], [], []
+            for r, (rng, size) in enumerate(zip(self.ranges, self.sizes)):
+                zs = np.linspace(rng[2], rng[5], 2)
+                y = np.linspace(rng[1], rng[4], height + 1)
+                x = np.linspace(rng[0], rng[3], width + 1)
+                if not self.align_corner:
+                    zs = zs + (zs[1] - zs[0]) / 2
+                    y = y + (y[1] - y[0]) / 2
+                    x = x + (x[1] - x[0]) / 2
+                xs.append(x[:width])
+                ys.append(y[:height])
+                for s in size:
+                    for rot in self.rotations:
+                        base.append([zs[0], *s, rot] +
+                                    [0.0] * (self.box_code_size - 7))
+                        range_of.append(r)
+            self._anchor_cache[key] = (
+                np.asarray(xs).astype(np.float32),
+                np.asarray(ys).astype(np.float32),
+                np.asarray(base).astype(np.float32),
+                np.asarray(range_of, np.int64))
+        xs, ys, base, range_of = self._anchor_cache[key]
+        out = np.empty((index.shape[0], self.box_code_size), np.float32)
+        kernels.gather_anchors(np.ascontiguousarray(index, np.int64),
+                               self.num_anchors, width, range_of, xs, ys,
+                               base, out)
+        return out
+
     def decode_boxes(self, anchors: np.ndarray,
                      deltas: np.ndarray) -> np.ndarray:
         """``DeltaXYZWLHRBBoxCoder.decode`` in float32."""
@@ -1117,10 +1153,14 @@ class AnchorDecoder:
             part = np.argpartition(-vals, self.nms_pre - 1)[:self.nms_pre]
             sel, vals = sel[part], vals[part]
         top = sel if to_anchor is None else to_anchor(sel)
-        if 0 < self.nms_pre < best.shape[0]:
-            order = np.lexsort((top, -vals))  # by logit, then anchor
-        else:  # mmdet3d keeps the anchor order without nms_pre
+        if not 0 < self.nms_pre < best.shape[0]:
+            # mmdet3d keeps the anchor order without nms_pre
             order = np.argsort(top)
+        elif to_anchor is None and count <= self.nms_pre:
+            # top is increasing: a stable sort keeps equal logits by anchor
+            order = np.argsort(-vals, kind='stable')
+        else:
+            order = np.lexsort((top, -vals))  # by logit, then anchor
         return top[order], sel[order]
 
     def _select_nchw(self, cls_score, bbox_pred, dir_cls_pred):
@@ -1192,8 +1232,8 @@ class AnchorDecoder:
         count = kernels.best_of_rows(cls_rows, self._logit_thr / s_cls, best,
                                      self._above_buffer(best.shape[0]))
         top, _ = self._rank(best, count)
-        logits = cls_rows[top].astype(np.float32) * np.float32(s_cls)
-        deltas = box_rows[top].astype(np.float32) * np.float32(s_box)
+        logits = kernels.gather_rows(cls_rows, top, s_cls)
+        deltas = kernels.gather_rows(box_rows, top, s_box)
         return hw, top, logits, deltas, dir_rows[top]
 
     def __call__(self, cls_score, bbox_pred, dir_cls_pred,
@@ -1219,7 +1259,7 @@ class AnchorDecoder:
             raise DeployInputError(
                 'bbox_pred / dir_cls_pred hold NaN or inf values (a corrupt '
                 'subgraph output?)')
-        anchors = self.anchors(hw)[top]
+        anchors = self.anchors_at(hw, top)
         n = top.shape[0]
         scores = np.empty((n, self.num_classes), np.float32)
         boxes = np.empty((n, self.box_code_size), np.float32)
@@ -1228,8 +1268,8 @@ class AnchorDecoder:
         kernels.decode_rows(
             np.ascontiguousarray(logits, np.float32),
             np.ascontiguousarray(deltas, np.float32),
-            np.ascontiguousarray(dirs, np.float32), anchors, scores, boxes,
-            bev, dir_label)
+            np.ascontiguousarray(dirs), anchors, scores, boxes, bev,
+            dir_label)
         # per class: boxes with score > score_thr, rotated NMS; a class's
         # kept boxes beyond max_num can never make the final top max_num
         # (its first max_num outrank them), so each stops there

@@ -22,7 +22,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ['voxelize_encode', 'scatter_rows', 'requant_table', 'best_logits',
-           'best_of_rows', 'decode_rows', 'nms_rotated_sorted',
+           'best_of_rows', 'gather_rows', 'gather_anchors', 'decode_rows',
+           'nms_rotated_sorted',
            'multiclass_nms', 'pair_iou', 'first_non_finite']
 
 
@@ -67,14 +68,14 @@ def _pairwise_sum(a, n, size):
 @njit(cache=True, inline='always')
 def _round_half_away_int8(v):
     """C ``round()`` of a float32, saturated to int8's range (as
-    glue.quantize_input; the float64 sum is exact)."""
+    glue.quantize_input; the float64 sum is exact).  Saturated before
+    rounding, so a huge value never reaches an integer conversion."""
     w = np.float64(v)
-    r = math.trunc(w + math.copysign(0.5, w))
-    if r > 127.0:
+    if w >= 127.5:
         return 127.0
-    if r < -128.0:
+    if w <= -128.5:
         return -128.0
-    return r
+    return np.trunc(w + math.copysign(0.5, w))
 
 
 @njit(cache=True)
@@ -297,6 +298,33 @@ def best_of_rows(rows, thr, best, above):
             above[count] = k
             count += 1
     return count
+
+
+@njit(cache=True)
+def gather_rows(rows, index, scale):
+    """``rows[index] * scale`` as float32 (an int8 map's values)."""
+    out = np.empty((index.shape[0], rows.shape[1]), np.float32)
+    s = np.float32(scale)
+    for k in range(index.shape[0]):
+        for j in range(rows.shape[1]):
+            out[k, j] = np.float32(rows[index[k], j]) * s
+    return out
+
+
+@njit(cache=True)
+def gather_anchors(index, num_anchors, width, range_of, xs, ys, base, out):
+    """Anchors ``index`` (``(y * W + x) * A + a``) from their parts: the x
+    / y centres of anchor ``a``'s range (``xs[r]``, ``ys[r]``) and its
+    ``(z, w, l, h, yaw, ...)`` (``base[a]``)."""
+    for k in range(index.shape[0]):
+        cell, a = divmod(index[k], num_anchors)
+        y, x = divmod(cell, width)
+        r = range_of[a]
+        out[k, 0] = xs[r, x]
+        out[k, 1] = ys[r, y]
+        for j in range(base.shape[1]):
+            out[k, 2 + j] = base[a, j]
+    return out
 
 
 @njit(cache=True)
