@@ -456,14 +456,16 @@ def _plain(value):
     return value
 
 
-def evaluate(cfg: Config, model: nn.Module, work_dir: str,
-             name: str) -> Tuple[dict, dict]:
-    """``(metrics, summary)`` of ``model`` with the config's test loop."""
-    print(f'== evaluating the {name} model', flush=True)
+def evaluate(cfg: Config, model: nn.Module, work_dir: str, name: str,
+             summarize=summarize_nuscenes_metrics,
+             what: str = 'model') -> Tuple[dict, dict]:
+    """``(metrics, summarize(metrics))`` of ``model`` with the config's
+    test loop."""
+    print(f'== evaluating the {name} {what}', flush=True)
     runner = _test_runner(cfg, model, osp.join(work_dir, f'quant_{name}'),
                           f'quant_{name}')
     metrics = _plain(dict(runner.test()))
-    return metrics, summarize_nuscenes_metrics(metrics)
+    return metrics, summarize(metrics)
 
 
 def compare_summaries(ref: dict, other: dict) -> dict:

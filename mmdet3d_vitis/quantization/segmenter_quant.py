@@ -331,12 +331,9 @@ def format_seg_comparison(ref: dict, other: dict, delta: dict,
 def evaluate_segmenter(cfg: Config, model: nn.Module, work_dir: str,
                        name: str) -> Tuple[dict, dict]:
     """``(metrics, summary)`` of ``model`` with the config's test loop."""
-    from .quant_runner import _plain, _test_runner
-    print(f'== evaluating the {name} segmenter', flush=True)
-    runner = _test_runner(cfg, model, osp.join(work_dir, f'quant_{name}'),
-                          f'quant_{name}')
-    metrics = _plain(dict(runner.test()))
-    return metrics, summarize_seg_metrics(metrics)
+    from .quant_runner import evaluate
+    return evaluate(cfg, model, work_dir, name,
+                    summarize=summarize_seg_metrics, what='segmenter')
 
 
 # ---------------------------------------------------------------------------
