@@ -252,6 +252,18 @@ def test_paint_tool_writes_painted_points_and_infos(tiny_synthetic_root,
         assert (pts[:, 1] > 0).mean() > 0.95  # front camera: LiDAR +y
     again = tool.main(argv)[0]
     assert again['written'] == 0 and again['skipped'] == first['samples']
+    # the offline config reads the painted set back, no painting transform
+    offline = Config.fromfile(osp.join(
+        REPO, 'configs', 'pointpainting',
+        'pointpainting_pointpillars-small_contest-synthetic-3d_offline.py'))
+    ds = offline.test_dataloader.dataset
+    ds.update(data_root=root, ann_file=first['info'],
+              data_prefix=dict(ds.data_prefix,
+                               pts=str(out / 'samples' / 'LIDAR_TOP')))
+    assert all(t['type'] != 'VitisPointPainting' for t in ds.pipeline)
+    sample = DATASETS.build(ds)[0]['inputs']['points']
+    assert sample.shape[1] == 7
+    np.testing.assert_allclose(sample[:, 4:].sum(1).numpy(), 1, rtol=1e-4)
     with pytest.raises(Exception, match='seg'):
         tool.main([config, '--seg-checkpoint', str(tmp_path / 'none'),
                    '--out-dir', str(out)])
