@@ -949,8 +949,12 @@ def load_test_model(opts: QuantOptions, detector: nn.Module
     return qmodel, calib, fast_finetune
 
 
-def _write_report(opts: QuantOptions, report: dict) -> dict:
-    """QUANT_DIR/report.json of ``--quant_mode test``; returns ``report``."""
+def _write_report(opts: QuantOptions, report: dict, work_dir: str,
+                  start: float) -> dict:
+    """QUANT_DIR/report.json of ``--quant_mode test``: ``report`` plus the
+    settings, work dir, run time and version; returns it."""
+    report.update(settings=_settings(opts), work_dir=work_dir,
+                  seconds=round(time.time() - start, 3), version=__version__)
     path = osp.join(opts.quant_dir, REPORT_FILE)
     _write_json(path, report)
     print(f'wrote {path}')
@@ -1021,12 +1025,8 @@ def run_test(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
         subgraphs=qmodel.model.subgraph_names,
         calib=calib,
         deploy_dir=deploy,
-        deploy_check=check,
-        settings=_settings(opts),
-        work_dir=work_dir,
-        seconds=round(time.time() - start, 3),
-        version=__version__)
-    return _write_report(opts, report)
+        deploy_check=check)
+    return _write_report(opts, report, work_dir, start)
 
 
 def run_float(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
@@ -1115,12 +1115,8 @@ def run_qat_test(opts: QuantOptions, cfg: Config, checkpoint: dict) -> dict:
         subgraphs=qmodel.model.subgraph_names,
         calib=None,
         deploy_dir=deploy,
-        deploy_check=check,
-        settings=_settings(opts),
-        work_dir=work_dir,
-        seconds=round(time.time() - start, 3),
-        version=__version__)
-    return _write_report(opts, report)
+        deploy_check=check)
+    return _write_report(opts, report, work_dir, start)
 
 
 def run_quant(opts: QuantOptions) -> dict:

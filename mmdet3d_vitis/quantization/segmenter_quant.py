@@ -690,12 +690,8 @@ def run_segmenter_test(opts, cfg: Config, segmenter: nn.Module) -> dict:
         cpu_steps=list(CPU_STEPS),
         calib=calib,
         deploy_dir=deploy,
-        deploy_check=check,
-        settings=_settings(opts),
-        work_dir=work_dir,
-        seconds=round(time.time() - start, 3),
-        version=__version__)
-    return _write_report(opts, report)
+        deploy_check=check)
+    return _write_report(opts, report, work_dir, start)
 
 
 def run_segmenter_float(opts, cfg: Config, segmenter: nn.Module) -> dict:
