@@ -1150,10 +1150,13 @@ def run_quant(opts: QuantOptions) -> dict:
     detector = load_float_detector(cfg, opts.checkpoint)
     # No global no_grad: nndct's fast finetune trains; every forward of
     # ours runs under no_grad (head_outputs, mmengine's test loop).
-    if opts.inspect:
-        return run_inspect(opts, cfg, detector)
-    if opts.quant_mode == 'calib':
-        return run_calib(opts, cfg, detector)
-    if opts.quant_mode == 'test':
-        return run_test(opts, cfg, detector)
-    return run_float(opts, cfg, detector)
+    return run_mode(opts, cfg, detector, inspect=run_inspect,
+                    calib=run_calib, test=run_test, float=run_float)
+
+
+def run_mode(opts: QuantOptions, cfg: Config, model: nn.Module,
+             **modes) -> dict:
+    """``modes['inspect']`` with ``--inspect``, else the one named by
+    ``--quant_mode`` (``calib`` / ``test`` / ``float``), on ``model``."""
+    mode = 'inspect' if opts.inspect else opts.quant_mode
+    return modes[mode](opts, cfg, model)

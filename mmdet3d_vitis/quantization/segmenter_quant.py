@@ -737,11 +737,8 @@ def run_segmenter_inspect(opts, cfg: Config, segmenter: nn.Module) -> dict:
 def run_segmenter_quant(opts, cfg: Config) -> Dict:
     """:func:`.quant_runner.run_quant` for a segmenter config (options
     already validated, config loaded): calib, test, float or inspect."""
+    from .quant_runner import run_mode
     segmenter = load_float_segmenter(cfg, opts.checkpoint)
-    if opts.inspect:
-        return run_segmenter_inspect(opts, cfg, segmenter)
-    if opts.quant_mode == 'calib':
-        return run_segmenter_calib(opts, cfg, segmenter)
-    if opts.quant_mode == 'test':
-        return run_segmenter_test(opts, cfg, segmenter)
-    return run_segmenter_float(opts, cfg, segmenter)
+    return run_mode(opts, cfg, segmenter, inspect=run_segmenter_inspect,
+                    calib=run_segmenter_calib, test=run_segmenter_test,
+                    float=run_segmenter_float)
