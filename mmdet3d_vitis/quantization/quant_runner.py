@@ -849,14 +849,22 @@ def run_inspect(opts: QuantOptions, cfg: Config, detector: nn.Module
     return out
 
 
-def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
-    start = time.time()
+def calib_frames(opts: QuantOptions, cfg: Config):
+    """``(dataset, indices, fft_indices)``: the calibration split with the
+    test pipeline, the frames calibrated on and those of fast finetune
+    (None without it)."""
     dataset = build_dataset(calib_dataset_cfg(cfg))
     indices = select_indices(len(dataset), opts.calib_len,
                              opts.calib_sample_method, opts.seed)
     fft_indices = (select_indices(len(dataset), opts.fft_len,
                                   opts.calib_sample_method, opts.seed)
                    if opts.fast_finetune else None)
+    return dataset, indices, fft_indices
+
+
+def run_calib(opts: QuantOptions, cfg: Config, detector: nn.Module) -> dict:
+    start = time.time()
+    dataset, indices, fft_indices = calib_frames(opts, cfg)
     staging = _Staging(opts.quant_dir)
     try:
         backend = get_backend(opts.backend, quant_mode='calib',

@@ -383,16 +383,10 @@ def calibrate_segmenter(model: VitisPartitionedSegmenter, backend, dataset,
 
 def run_segmenter_calib(opts, cfg: Config, segmenter: nn.Module) -> dict:
     from .backends import get_backend
-    from .quant_runner import (CALIB_FILE, _Staging, build_dataset,
-                               calib_dataset_cfg, calib_record, publish_calib,
-                               select_indices)
+    from .quant_runner import (CALIB_FILE, _Staging, calib_frames,
+                               calib_record, publish_calib)
     start = time.time()
-    dataset = build_dataset(calib_dataset_cfg(cfg))
-    indices = select_indices(len(dataset), opts.calib_len,
-                             opts.calib_sample_method, opts.seed)
-    fft_indices = (select_indices(len(dataset), opts.fft_len,
-                                  opts.calib_sample_method, opts.seed)
-                   if opts.fast_finetune else None)
+    dataset, indices, fft_indices = calib_frames(opts, cfg)
     input_hw = _input_hw(dataset, indices[0])
     staging = _Staging(opts.quant_dir)
     try:
