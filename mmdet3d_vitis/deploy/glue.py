@@ -1126,16 +1126,25 @@ class AnchorDecoder:
             np.empty(n, np.int64))
         return boxes
 
-    def _map(self, name, value, per_anchor):
+    def _head_map(self, name, value, per_anchor, layout):
+        """One frame's ``(A * K, H, W)`` (NCHW) or ``(H, W, A * K)`` (NHWC)
+        head map (a leading batch axis of 1 allowed), shape-checked."""
         arr = _as_array(name, value)
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]
-        if arr.ndim != 3 or arr.shape[0] != self.num_anchors * per_anchor:
+        channels = self.num_anchors * per_anchor
+        nhwc = layout == 'NHWC'
+        if arr.ndim != 3 or arr.shape[2 if nhwc else 0] != channels:
+            want = f'(H, W, {channels})' if nhwc else f'({channels}, H, W)'
             raise DeployInputError(
-                f'{name} must be ({self.num_anchors * per_anchor}, H, W) '
-                f'(num_anchors {self.num_anchors} x {per_anchor}), got shape '
+                f'{name} must be {want} ({layout}, num_anchors '
+                f'{self.num_anchors} x {per_anchor}), got shape '
                 f'{tuple(np.shape(value))}')
-        return np.asarray(arr, np.float32)
+        return arr
+
+    def _map(self, name, value, per_anchor):
+        return np.asarray(self._head_map(name, value, per_anchor, 'NCHW'),
+                          np.float32)
 
     def _rank(self, best: np.ndarray, count: int, to_anchor=None):
         """The anchors to decode from the best logit of each (``best``,
@@ -1203,14 +1212,7 @@ class AnchorDecoder:
     def _rows(self, name, value, per_anchor):
         """An NHWC map ``(1, H, W, A * K)`` as ``(H * W * A, K)`` rows: row
         ``k`` is anchor ``k``'s ``K`` values."""
-        arr = _as_array(name, value)
-        if arr.ndim == 4 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim != 3 or arr.shape[2] != self.num_anchors * per_anchor:
-            raise DeployInputError(
-                f'{name} must be (H, W, {self.num_anchors * per_anchor}) '
-                f'(NHWC, num_anchors {self.num_anchors} x {per_anchor}), got '
-                f'shape {tuple(np.shape(value))}')
+        arr = self._head_map(name, value, per_anchor, 'NHWC')
         rows = np.ascontiguousarray(arr).reshape(-1, per_anchor)
         if arr.dtype.kind == 'f' and not np.isfinite(rows).all():
             raise DeployInputError(
