@@ -1043,6 +1043,19 @@ class AnchorDecoder:
             nms_thr=test['nms_thr'],
             max_num=test['max_num'])
 
+    def _range_centres(self, rng, height: int, width: int):
+        """z, y, x anchor centres of one range (float64, as mmdet3d's
+        ``AlignedAnchor3DRangeGenerator``; one more than the cells, the
+        last unused)."""
+        zs = np.linspace(rng[2], rng[5], 2)
+        ys = np.linspace(rng[1], rng[4], height + 1)
+        xs = np.linspace(rng[0], rng[3], width + 1)
+        if not self.align_corner:
+            zs = zs + (zs[1] - zs[0]) / 2
+            ys = ys + (ys[1] - ys[0]) / 2
+            xs = xs + (xs[1] - xs[0]) / 2
+        return zs, ys, xs
+
     def anchors(self, featmap_hw: Tuple[int, int]) -> np.ndarray:
         """``(H * W * A, code_size)`` float32 anchors, order (y, x, a)."""
         height, width = (int(v) for v in featmap_hw)
@@ -1052,13 +1065,7 @@ class AnchorDecoder:
         per_range = []
         n_rot = len(self.rotations)
         for rng, size in zip(self.ranges, self.sizes):
-            zs = np.linspace(rng[2], rng[5], 2)
-            ys = np.linspace(rng[1], rng[4], height + 1)
-            xs = np.linspace(rng[0], rng[3], width + 1)
-            if not self.align_corner:
-                zs = zs + (zs[1] - zs[0]) / 2
-                ys = ys + (ys[1] - ys[0]) / 2
-                xs = xs + (xs[1] - xs[0]) / 2
+            zs, ys, xs = self._range_centres(rng, height, width)
             n_size = size.shape[0]
             a = np.empty((height, width, n_size, n_rot, 7))
             a[..., 0] = xs[None, :width, None, None]
@@ -1086,13 +1093,7 @@ class AnchorDecoder:
         if key not in self._anchor_cache:
             xs, ys, base, range_of = [], [], [], []
             for r, (rng, size) in enumerate(zip(self.ranges, self.sizes)):
-                zs = np.linspace(rng[2], rng[5], 2)
-                y = np.linspace(rng[1], rng[4], height + 1)
-                x = np.linspace(rng[0], rng[3], width + 1)
-                if not self.align_corner:
-                    zs = zs + (zs[1] - zs[0]) / 2
-                    y = y + (y[1] - y[0]) / 2
-                    x = x + (x[1] - x[0]) / 2
+                zs, y, x = self._range_centres(rng, height, width)
                 xs.append(x[:width])
                 ys.append(y[:height])
                 for s in size:

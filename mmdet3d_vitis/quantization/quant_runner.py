@@ -927,11 +927,11 @@ def publish_calib(staging: '_Staging', info: dict) -> None:
     staging.publish()
 
 
-def load_test_model(opts: QuantOptions, detector: nn.Module
-                    ) -> Tuple[QuantizedModel, Optional[dict], bool]:
-    """The int8 model from the state ``calib`` left in ``opts.quant_dir``:
-    ``(qmodel, calib.json's content or None, fast_finetune)``."""
-    calib = _read_calib_json(opts.quant_dir)
+def test_backend(opts: QuantOptions, calib: Optional[dict]):
+    """``(backend in test mode, fast_finetune)`` for the state ``calib``
+    left in ``opts.quant_dir`` (``calib.json``'s content or None): the
+    backend that calibrated when ``--backend auto``, and fast finetune when
+    the calibration ran it."""
     fast_finetune = opts.fast_finetune
     if calib and calib.get('fast_finetune') and not fast_finetune:
         print(f'{opts.quant_dir} was calibrated with fast finetune: testing '
@@ -942,6 +942,15 @@ def load_test_model(opts: QuantOptions, detector: nn.Module
         backend_name = calib['backend']  # the one that calibrated
     backend = get_backend(backend_name, quant_mode='test',
                           output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    return backend, fast_finetune
+
+
+def load_test_model(opts: QuantOptions, detector: nn.Module
+                    ) -> Tuple[QuantizedModel, Optional[dict], bool]:
+    """The int8 model from the state ``calib`` left in ``opts.quant_dir``:
+    ``(qmodel, calib.json's content or None, fast_finetune)``."""
+    calib = _read_calib_json(opts.quant_dir)
+    backend, fast_finetune = test_backend(opts, calib)
     try:
         # Loads (and checks) the calibration state before anything runs.
         qmodel = quantize_model(

@@ -427,8 +427,8 @@ def load_test_segmenter(opts, segmenter: nn.Module, input_hw
     ``opts.quant_dir``: ``(model, backend, qmod, calib.json or None,
     fast_finetune)``; a :class:`QuantStateError` before anything runs
     when there is none or it belongs to another model or image size."""
-    from .backends import BACKENDS, QuantStateError, get_backend
-    from .quant_runner import _read_calib_json
+    from .backends import QuantStateError
+    from .quant_runner import _read_calib_json, test_backend
     calib = _read_calib_json(opts.quant_dir)
     if calib and calib.get('model') != 'segmenter':
         raise QuantStateError(
@@ -442,16 +442,7 @@ def load_test_segmenter(opts, segmenter: nn.Module, input_hw
             f'{calib["input_shape"][-2]} x {calib["input_shape"][-1]} '
             f'images; the test split gives {input_hw[0]} x {input_hw[1]}: '
             're-run --quant_mode calib')
-    fast_finetune = opts.fast_finetune
-    if calib and calib.get('fast_finetune') and not fast_finetune:
-        print(f'{opts.quant_dir} was calibrated with fast finetune: testing '
-              'with its fast-finetuned parameters')
-        fast_finetune = True
-    backend_name = opts.backend
-    if backend_name == 'auto' and calib and calib.get('backend') in BACKENDS:
-        backend_name = calib['backend']
-    backend = get_backend(backend_name, quant_mode='test',
-                          output_dir=opts.quant_dir, bitwidth=opts.bitwidth)
+    backend, fast_finetune = test_backend(opts, calib)
     model = VitisPartitionedSegmenter(segmenter, input_hw)
     try:
         qmod, _ = _wrap(backend, model)
