@@ -55,22 +55,39 @@ class SemanticFPNHead(nn.Module):
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        size = feats[0].shape[-2:]
-        out = None
-        for i, (feat, stages) in enumerate(zip(feats, self.scale_heads)):
-            x = feat
-            for stage in stages:
-                x = stage(x)
-                if i > 0:
-                    x = F.interpolate(x, scale_factor=2, mode='bilinear',
-                                      align_corners=False)
-            if x.shape[-2:] != size:  # inputs not divisible by 32
-                x = F.interpolate(x, size=size, mode='bilinear',
+        return fuse_levels(feats, self.scale_heads, self.conv_seg,
+                           self.dropout)
+
+
+def fuse_levels(feats: Sequence[torch.Tensor], scale_heads: nn.ModuleList,
+                conv_seg: nn.Module, dropout: Optional[nn.Module] = None,
+                level_sizes: Optional[Sequence] = None) -> torch.Tensor:
+    """The Semantic FPN head's forward: each level through its stages (2x
+    bilinear upsampling after each stage above level 0), resized to level
+    0's size where it differs (inputs not divisible by 32), summed,
+    classified.  ``level_sizes`` gives those resizes up front (None per
+    level: none) instead of comparing shapes at run time, which torch.fx
+    cannot trace."""
+    size = feats[0].shape[-2:]
+    out = None
+    for i, (feat, stages) in enumerate(zip(feats, scale_heads)):
+        x = feat
+        for stage in stages:
+            x = stage(x)
+            if i > 0:
+                x = F.interpolate(x, scale_factor=2, mode='bilinear',
                                   align_corners=False)
-            out = x if out is None else out + x
-        if self.dropout is not None:
-            out = self.dropout(out)
-        return self.conv_seg(out)
+        if level_sizes is None:
+            target = size if x.shape[-2:] != size else None
+        else:
+            target = level_sizes[i]
+        if target is not None:
+            x = F.interpolate(x, size=target, mode='bilinear',
+                              align_corners=False)
+        out = x if out is None else out + x
+    if dropout is not None:
+        out = dropout(out)
+    return conv_seg(out)
 
 
 @MODELS.register_module()

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from ..errors import UserInputError
 from ..fileio import atomic_write_json, staged_dir
+from ..painting.segmenter import fuse_levels
 from ..version import __version__
 
 __all__ = [
@@ -139,22 +140,8 @@ class SegmenterNet(nn.Module):
         self.logits_hw = size
 
     def forward(self, x: Tensor) -> Tensor:
-        feats = self.neck(self.backbone(x))
-        out = None
-        for i, (feat, stages) in enumerate(zip(feats, self.scale_heads)):
-            y = feat
-            for stage in stages:
-                y = stage(y)
-                if i > 0:
-                    y = F.interpolate(y, scale_factor=2, mode='bilinear',
-                                      align_corners=False)
-            if self.level_sizes[i] is not None:  # input not divisible by 32
-                y = F.interpolate(y, size=self.level_sizes[i],
-                                  mode='bilinear', align_corners=False)
-            out = y if out is None else out + y
-        if self.dropout is not None:
-            out = self.dropout(out)
-        return self.conv_seg(out)
+        return fuse_levels(self.neck(self.backbone(x)), self.scale_heads,
+                           self.conv_seg, self.dropout, self.level_sizes)
 
 
 def predictions_from_logits(logits: Tensor,
